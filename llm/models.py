@@ -1,0 +1,199 @@
+"""The tenant directory and the four tenant-sealed LLM tables (see DESIGN.md, "Schema").
+
+Ids are UUIDs generated in Python and, as a column default, by the database. Timestamps come
+from the database clock (`db_default=Now()`), since the monthly cost row is keyed on the
+UTC month of the call's database time. Money is integer cents.
+"""
+
+import uuid
+
+from django.contrib.postgres.functions import RandomUUID
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+
+def _uuid_pk() -> models.UUIDField:
+    return models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID(), editable=False)
+
+
+def _tenant_fk(related_name: str) -> models.ForeignKey:
+    # db_index=False: every table's composite indexes lead with tenant_id already.
+    # The database-level ON DELETE CASCADE is added in migration 0001 (Django 5.2 cannot say it).
+    return models.ForeignKey(
+        "llm.Tenant", on_delete=models.CASCADE, related_name=related_name, db_index=False
+    )
+
+
+def _non_negative(table: str, *fields: str) -> list[models.CheckConstraint]:
+    return [
+        models.CheckConstraint(condition=Q(**{f"{field}__gte": 0}), name=f"{table}_{field}_non_negative")
+        for field in fields
+    ]
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Tenant(models.Model):
+    id = _uuid_pk()
+    name = models.TextField()
+    api_key_hash = models.CharField(max_length=64, help_text="SHA-256 of the API key, hex.")
+    notification_email = models.EmailField(blank=True, default="")
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "tenants"
+        constraints = [
+            models.CheckConstraint(condition=Q(name__regex=r"\S"), name="tenants_name_not_blank"),
+            models.CheckConstraint(
+                condition=Q(api_key_hash__regex=r"^[0-9a-f]{64}$"), name="tenants_api_key_hash_is_sha256"
+            ),
+            # A constraint rather than unique=True, which would add a useless LIKE index.
+            models.UniqueConstraint(fields=["api_key_hash"], name="tenants_api_key_hash_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LLMApiCall(models.Model):
+    """One audited LLM call. Append-only for the runtime role."""
+
+    id = _uuid_pk()
+    tenant = _tenant_fk("api_calls")
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    endpoint = models.TextField()
+    model = models.TextField()
+    input_tokens = models.IntegerField()
+    output_tokens = models.IntegerField()
+    cost_cents = models.BigIntegerField()
+    latency_ms = models.IntegerField()
+    was_cached = models.BooleanField(default=False, db_default=False)
+    request_id = models.TextField()
+    # NULL, not '', for "no correlation id": it mirrors the seed system's column.
+    correlation_id = models.TextField(null=True, blank=True)  # noqa: DJ001
+    request_metadata = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        db_table = "llm_api_calls"
+        verbose_name = "LLM API call"
+        constraints = [
+            *_non_negative("llm_api_calls", "input_tokens", "output_tokens", "cost_cents", "latency_ms"),
+            # Includes tenant_id: a retried task is recognised within its tenant, and the key
+            # never reveals that another tenant used the same request_id.
+            models.UniqueConstraint(
+                fields=["tenant", "request_id", "endpoint"], name="llm_api_calls_tenant_request_endpoint_uniq"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                "tenant", "endpoint", models.F("created_at").desc(), name="llm_api_calls_tenant_endpoint"
+            ),
+            models.Index("tenant", models.F("created_at").desc(), name="llm_api_calls_tenant_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} {self.model} {self.request_id}"
+
+
+class LLMMonthlyCost(models.Model):
+    """A tenant's LLM spend for one UTC month, kept by single-statement upserts."""
+
+    id = _uuid_pk()
+    tenant = _tenant_fk("monthly_costs")
+    month = models.DateField(help_text="First day of the UTC month.")
+    total_cost_cents = models.BigIntegerField(default=0, db_default=0)
+    total_calls = models.IntegerField(default=0, db_default=0)
+    model_breakdown = models.JSONField(default=dict, help_text='{"<model>": {"calls": n, "cost_cents": c}}')
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "llm_monthly_costs"
+        verbose_name = "LLM monthly cost"
+        constraints = [
+            *_non_negative("llm_monthly_costs", "total_cost_cents", "total_calls"),
+            models.CheckConstraint(condition=Q(month__day=1), name="llm_monthly_costs_month_first_day"),
+            models.UniqueConstraint(fields=["tenant", "month"], name="llm_monthly_costs_tenant_month_uniq"),
+        ]
+        indexes = [
+            models.Index("tenant", models.F("month").desc(), name="llm_monthly_costs_tenant_month"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.month:%Y-%m}"
+
+
+class Investigation(models.Model):
+    """A bounded analyst-agent investigation answering one question."""
+
+    id = _uuid_pk()
+    tenant = _tenant_fk("investigations")
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(db_default=Now(), editable=False)
+    request_id = models.TextField()
+    query = models.TextField()
+    status = models.TextField(
+        choices=JobStatus.choices, default=JobStatus.PENDING, db_default=JobStatus.PENDING
+    )
+    result = models.JSONField(null=True, blank=True)
+    cost_cents = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        db_table = "investigations"
+        constraints = [
+            *_non_negative("investigations", "cost_cents"),
+            models.CheckConstraint(
+                condition=Q(status__in=JobStatus.values), name="investigations_status_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "request_id"], name="investigations_tenant_request_uniq"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                "tenant", "status", models.F("created_at").desc(), name="investigations_tenant_status"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"investigation {self.id} ({self.status})"
+
+
+class BudgetOptimizationJob(models.Model):
+    """A deterministic budget allocation with an LLM-written synthesis."""
+
+    id = _uuid_pk()
+    tenant = _tenant_fk("budget_optimization_jobs")
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(db_default=Now(), editable=False)
+    request_id = models.TextField()
+    status = models.TextField(
+        choices=JobStatus.choices, default=JobStatus.PENDING, db_default=JobStatus.PENDING
+    )
+    recommendations = models.JSONField(null=True, blank=True)
+    cost_cents = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        db_table = "budget_optimization_jobs"
+        constraints = [
+            *_non_negative("budget_optimization_jobs", "cost_cents"),
+            models.CheckConstraint(
+                condition=Q(status__in=JobStatus.values), name="budget_optimization_jobs_status_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "request_id"], name="budget_optimization_jobs_tenant_request_uniq"
+            ),
+        ]
+        indexes = [
+            models.Index("tenant", "status", models.F("created_at").desc(), name="budget_jobs_tenant_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"budget optimization {self.id} ({self.status})"

@@ -1,0 +1,58 @@
+"""Test set-up: a real PostgreSQL test database, created and migrated by the owner role, and
+used by the tests through the runtime role (the `default` alias), exactly as in production."""
+
+import pytest
+from django.db import connections
+
+from llm.tests.factories import TenantFactory
+
+ALL_ALIASES = ["default", "owner"]
+
+
+def pytest_collection_modifyitems(items):
+    # Every database test also opens the owner alias. Django flushes transactional tests only
+    # through non-mirror aliases, and only the owner may TRUNCATE; without this, rows written in
+    # one `transaction=True` test would survive into the next.
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is not None and set(marker.kwargs.get("databases") or []) != set(ALL_ALIASES):
+            item.add_marker(
+                pytest.mark.django_db(**{**marker.kwargs, "databases": ALL_ALIASES}), append=False
+            )
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment, django_db_blocker):
+    """Create the test database as the owner, then point the runtime alias at it."""
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(
+            verbosity=0, interactive=False, aliases=set(ALL_ALIASES), serialized_aliases=set()
+        )
+    yield
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            connection.close()
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture
+def tenant_factory(db):
+    return TenantFactory()
+
+
+@pytest.fixture
+def tenant_a(tenant_factory):
+    return tenant_factory.create(name="Tenant A")
+
+
+@pytest.fixture
+def tenant_b(tenant_factory):
+    return tenant_factory.create(name="Tenant B")
+
+
+@pytest.fixture
+def owner_cursor(db):
+    with connections["owner"].cursor() as cursor:
+        yield cursor

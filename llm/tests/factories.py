@@ -1,0 +1,75 @@
+"""Row factories. Tenant rows go through the service; tenant-scoped rows are written by the
+runtime role inside the tenant's context, as the application writes them."""
+
+import datetime
+import itertools
+import uuid
+
+from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost, Tenant
+from llm.services import create_tenant
+from skeldir.tenancy import tenant_context
+
+_sequence = itertools.count(1)
+
+
+class TenantFactory:
+    def __init__(self):
+        self.api_keys: dict[uuid.UUID, str] = {}
+
+    def create(self, *, name: str | None = None) -> Tenant:
+        tenant, api_key = create_tenant(name=name or f"Tenant {next(_sequence)}")
+        self.api_keys[tenant.id] = api_key
+        return tenant
+
+
+def api_call_fields(**overrides) -> dict:
+    n = next(_sequence)
+    return {
+        "endpoint": "route",
+        "model": "stub-small",
+        "input_tokens": 10 + n,
+        "output_tokens": 5,
+        "cost_cents": 3,
+        "latency_ms": 40,
+        "request_id": f"req-{n}",
+        **overrides,
+    }
+
+
+def monthly_cost_fields(**overrides) -> dict:
+    return {
+        "month": datetime.date(2026, 1 + next(_sequence) % 12, 1),
+        "total_cost_cents": 7,
+        "total_calls": 2,
+        "model_breakdown": {"stub-small": {"calls": 2, "cost_cents": 7}},
+        **overrides,
+    }
+
+
+def investigation_fields(**overrides) -> dict:
+    n = next(_sequence)
+    return {"request_id": f"inv-{n}", "query": f"Why did channel {n} underperform?", **overrides}
+
+
+def budget_job_fields(**overrides) -> dict:
+    return {"request_id": f"budget-{next(_sequence)}", **overrides}
+
+
+FIELDS_BY_MODEL = {
+    LLMApiCall: api_call_fields,
+    LLMMonthlyCost: monthly_cost_fields,
+    Investigation: investigation_fields,
+    BudgetOptimizationJob: budget_job_fields,
+}
+TENANT_MODELS = list(FIELDS_BY_MODEL)
+
+
+def create_tenant_row(model, *, tenant: Tenant, **overrides):
+    """Insert one row of `model` for `tenant`, inside that tenant's context."""
+    with tenant_context(tenant.id):
+        return model.objects.create(tenant_id=tenant.id, **FIELDS_BY_MODEL[model](**overrides))
+
+
+def cost_field(model) -> str:
+    """The integer money column every tenant table has, for update probes."""
+    return "total_cost_cents" if model is LLMMonthlyCost else "cost_cents"
