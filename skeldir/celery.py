@@ -1,3 +1,6 @@
+"""The Celery app: `celery -A skeldir worker -Q llm` and `celery -A skeldir beat`.
+Configuration is the CELERY_* part of the Django settings."""
+
 import os
 
 from celery import Celery

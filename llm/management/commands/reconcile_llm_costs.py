@@ -1,0 +1,35 @@
+"""Check every tenant's monthly cost rows against the sum of its call rows (`--fix` repairs).
+
+Exits non-zero when drift is found and not fixed, so a scheduler or a person notices.
+"""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from llm.services import reconcile_monthly_costs
+
+
+def cents(amount: int) -> str:
+    return f"${amount / 100:,.2f}"
+
+
+class Command(BaseCommand):
+    help = "Reconcile llm_monthly_costs against llm_api_calls for every tenant; --fix repairs drift."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--fix", action="store_true", help="Add the missing difference to each drifted month."
+        )
+
+    def handle(self, *args, fix: bool, **options):
+        report = reconcile_monthly_costs(fix=fix)
+        for tenant_id, drift in report.drifts:
+            self.stdout.write(
+                f"drift: tenant {tenant_id} month {drift.month:%Y-%m}: monthly row says "
+                f"{drift.recorded_calls} calls / {cents(drift.recorded_cost_cents)}, "
+                f"the calls add up to {drift.actual_calls} / {cents(drift.actual_cost_cents)}"
+                + (" -> fixed" if fix else "")
+            )
+        summary = f"Checked {report.tenants_checked} tenant(s): {len(report.drifts)} month(s) drifted"
+        if report.drifts and not fix:
+            raise CommandError(f"{summary}. Run with --fix to repair them.")
+        self.stdout.write(summary + ("; all repaired." if report.drifts else "."))

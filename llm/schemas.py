@@ -1,0 +1,145 @@
+"""Pydantic contracts: the payload every LLM task takes, the prompts the job kinds need, and
+what each task returns. Payloads travel as JSON (`model_dump(mode="json")`)."""
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+Endpoint = Literal["route", "explanation", "investigation", "budget_optimization"]
+ENDPOINTS: tuple[Endpoint, ...] = ("route", "explanation", "investigation", "budget_optimization")
+
+# A fixed namespace, so a derived request_id is the same on every machine and every retry.
+REQUEST_ID_NAMESPACE = uuid.UUID("5b1f2f4e-7d1c-4f37-9a57-0f6a9e3c2d10")
+
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+Identifier = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+class InvalidPayload(ValueError):
+    """A task payload that can never succeed: not retried, nothing written."""
+
+    @classmethod
+    def from_validation_error(cls, error: ValidationError, *, what: str = "LLM task payload"):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']}" for e in error.errors()
+        )
+        return cls(f"Invalid {what}: {problems}")
+
+
+class LLMTaskPayload(BaseModel):
+    """What every LLM task takes. Strict: wrong types are errors, never coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    tenant_id: Annotated[uuid.UUID, Field(strict=False)]  # a UUID or its string form (JSON)
+    request_id: Identifier | None = None
+    correlation_id: Identifier  # generated when absent or null
+    prompt: dict[str, Any]
+    max_cost_cents: NonNegativeInt
+
+    @model_validator(mode="before")
+    @classmethod
+    def _generate_missing_correlation_id(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("correlation_id") is None:
+            return {**data, "correlation_id": str(uuid.uuid4())}
+        return data
+
+    @classmethod
+    def parse(cls, data: object, *, fallback_correlation_id: str | None = None) -> "LLMTaskPayload":
+        """Validate raw task input, raising InvalidPayload with every problem named.
+
+        A task passes its own id as `fallback_correlation_id`: a redelivered message keeps its
+        task id, so a payload sent without ids still derives the same request_id every time.
+        """
+        if isinstance(data, dict) and data.get("correlation_id") is None and fallback_correlation_id:
+            data = {**data, "correlation_id": fallback_correlation_id}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise InvalidPayload.from_validation_error(error) from None
+
+    def request_id_for(self, endpoint: Endpoint) -> str:
+        """The given request_id, or one derived from tenant, endpoint and correlation id."""
+        if self.request_id is not None:
+            return self.request_id
+        return str(uuid.uuid5(REQUEST_ID_NAMESPACE, f"{self.tenant_id}:{endpoint}:{self.correlation_id}"))
+
+    def for_endpoint(self, endpoint: Endpoint) -> "LLMTaskPayload":
+        """This payload with its request_id made explicit, as it should be enqueued."""
+        return self.model_copy(update={"request_id": self.request_id_for(endpoint)})
+
+
+class StubPromptOptions(BaseModel):
+    """Prompt keys the stub workers honour; every other key is free-form prompt content."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: StrictStr | None = None
+    simulated_cost_cents: NonNegativeInt | None = None
+    # Wait this long before recording, as a provider call would (load and failure tests).
+    sleep_ms: Annotated[StrictInt, Field(ge=0, le=60_000)] = 0
+
+
+class InvestigationPrompt(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    question: Annotated[StrictStr, Field(min_length=1, max_length=2_000)]
+
+
+class BudgetOptimizationPrompt(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    total_budget_cents: Annotated[StrictInt, Field(gt=0)]
+    # Channel name -> a non-negative performance score (e.g. ROAS); budget follows the score.
+    channels: Annotated[
+        dict[Annotated[StrictStr, Field(min_length=1)], Annotated[StrictInt | StrictFloat, Field(ge=0)]],
+        Field(min_length=1, max_length=50),
+    ]
+
+
+class LLMCallResult(BaseModel):
+    """The receipt of one recorded LLM call. `recorded` is False when the call had already
+    been recorded (a retry or a redelivery): nothing was written the second time."""
+
+    tenant_id: uuid.UUID
+    endpoint: Endpoint
+    request_id: str
+    correlation_id: str | None
+    api_call_id: uuid.UUID
+    recorded: StrictBool
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_cents: int
+    latency_ms: int
+
+
+class RouteResult(LLMCallResult):
+    route: Endpoint
+
+
+class ExplanationResult(LLMCallResult):
+    explanation: str
+
+
+class InvestigationResult(LLMCallResult):
+    investigation_id: uuid.UUID
+    status: str
+    result: dict[str, Any] | None
+
+
+class BudgetOptimizationResult(LLMCallResult):
+    job_id: uuid.UUID
+    status: str
+    recommendations: dict[str, Any] | None

@@ -1,0 +1,106 @@
+"""The Celery tasks through Celery's own execution path (`apply`): names, routing, options,
+JSON results, and invalid payloads failing at once without retries or writes."""
+
+import pytest
+from celery.signals import task_prerun
+from django.conf import settings
+from django.db import OperationalError
+
+from llm import tasks
+from llm.models import LLMApiCall
+from llm.schemas import InvalidPayload, LLMTaskPayload
+from llm.tests.factories import payload_data
+from skeldir.celery import app
+from skeldir.tenancy import tenant_context
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_the_four_tasks_have_stable_names_on_the_llm_queue():
+    assert {endpoint: task.name for endpoint, task in tasks.LLM_TASKS.items()} == {
+        "route": "llm.route",
+        "explanation": "llm.explanation",
+        "investigation": "llm.investigation",
+        "budget_optimization": "llm.budget_optimization",
+    }
+    for name in [*tasks.TASK_NAMES.values(), "llm.reconcile_monthly_costs", "llm.sweep_stale_jobs"]:
+        assert name in app.tasks
+        assert app.amqp.router.route({}, name)["queue"].name == "llm"
+
+
+def test_tasks_are_configured_for_at_least_once_delivery():
+    for task in tasks.LLM_TASKS.values():
+        assert task.acks_late is True
+        assert task.reject_on_worker_lost is True
+        assert OperationalError in task.autoretry_for
+        assert InvalidPayload not in task.autoretry_for
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.task_serializer == "json"
+    assert app.conf.accept_content == ["json"]
+    assert app.conf.task_time_limit > app.conf.task_soft_time_limit > 0
+
+
+@pytest.mark.parametrize("endpoint", list(tasks.LLM_TASKS))
+def test_each_task_records_its_call_and_returns_json(endpoint, tenant_a):
+    payload = LLMTaskPayload.parse(payload_data(tenant_a.id, endpoint))
+    result = tasks.LLM_TASKS[endpoint].apply(**tasks.task_arguments(endpoint, payload))
+    assert result.successful(), result.traceback
+    assert result.result["request_id"] == payload.request_id_for(endpoint)
+    assert result.result["tenant_id"] == str(tenant_a.id)
+    assert result.result["recorded"] is True
+    with tenant_context(tenant_a.id):
+        assert LLMApiCall.objects.filter(endpoint=endpoint).count() == 1
+
+
+def test_a_payload_without_ids_records_once_per_task_id(tenant_a):
+    data = payload_data(tenant_a.id, "route")
+    del data["correlation_id"]
+    first = tasks.route.apply(args=[data], task_id="delivery-1")
+    again = tasks.route.apply(args=[data], task_id="delivery-1")  # the same message redelivered
+    assert (first.result["recorded"], again.result["recorded"]) == (True, False)
+    with tenant_context(tenant_a.id):
+        assert LLMApiCall.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"prompt": {}, "max_cost_cents": 1},
+        {"tenant_id": "nope", "prompt": {}, "max_cost_cents": 1},
+        {"tenant_id": "00000000-0000-4000-8000-000000000000", "prompt": {}, "max_cost_cents": -3},
+        {"tenant_id": "00000000-0000-4000-8000-000000000000", "prompt": "text", "max_cost_cents": 1},
+        {"tenant_id": "00000000-0000-4000-8000-000000000000", "prompt": {}, "max_cost_cents": 1, "x": 1},
+        "not a dict",
+    ],
+)
+def test_invalid_payloads_fail_at_once_and_are_not_retried(bad, tenant_a):
+    runs = []
+
+    def count_run(sender=None, task_id=None, **kwargs):
+        runs.append(task_id)
+
+    task_prerun.connect(count_run, sender=tasks.explanation, weak=False)
+    try:
+        result = tasks.explanation.apply(args=[bad])
+    finally:
+        task_prerun.disconnect(count_run, sender=tasks.explanation)
+    assert result.failed()
+    assert isinstance(result.result, InvalidPayload)
+    assert "Invalid LLM task payload" in str(result.result)
+    assert runs == [result.id]  # one run: a retry would have run it again
+    with tenant_context(tenant_a.id):
+        assert LLMApiCall.objects.count() == 0
+
+
+def test_an_unknown_tenant_fails_the_task_with_a_clear_error():
+    result = tasks.route.apply(args=[payload_data("00000000-0000-4000-8000-000000000000")])
+    assert result.failed()
+    assert "Unknown tenant" in str(result.result)
+
+
+def test_the_beat_schedule_runs_reconciliation_and_the_stale_job_sweeper():
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert scheduled == {"llm.reconcile_monthly_costs", "llm.sweep_stale_jobs"}
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in app.tasks
+        assert entry["schedule"] > 0
