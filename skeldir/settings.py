@@ -125,7 +125,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING above
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {"pool_pre_ping": True}
     if CELERY_BROKER_URL.startswith("sqla+")
-    else {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
+    else {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        # How often a worker looks for messages whose visibility timeout has run out.
+        "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+        "unacked_restore_throttle": 1,
+    }
 )
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / ".local" / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
