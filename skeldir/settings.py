@@ -96,6 +96,8 @@ if "owner" in DATABASES:
     # Tests create and migrate the test database as the owner; the runtime alias then points
     # at the same test database under its own role (Django copies only the NAME to a mirror).
     DATABASES["default"]["TEST"] = {"MIRROR": "owner"}
+    # Parallel test runs against one server each need their own test database.
+    DATABASES["owner"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=None)}
 
 # Celery. Broker: CELERY_BROKER_URL (Redis in production; RabbitMQ works too). Without it, the
 # project's own PostgreSQL through kombu's SQLAlchemy transport: a development default that
