@@ -95,9 +95,11 @@ for _alias in DATABASES.values():
 if "owner" in DATABASES:
     # Tests create and migrate the test database as the owner; the runtime alias then points
     # at the same test database under its own role (Django copies only the NAME to a mirror).
-    DATABASES["default"]["TEST"] = {"MIRROR": "owner"}
-    # Parallel test runs against one server each need their own test database.
-    DATABASES["owner"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=None)}
+    # Parallel test runs against one server each need their own test database. Both aliases
+    # name it, so Django sees one database rather than a dependency of one on the other.
+    _test_name = env("TEST_DATABASE_NAME", default=None)
+    DATABASES["default"]["TEST"] = {"MIRROR": "owner", "NAME": _test_name}
+    DATABASES["owner"]["TEST"] = {"NAME": _test_name}
 
 # Celery. Broker: CELERY_BROKER_URL (Redis in production; RabbitMQ works too). Without it, the
 # project's own PostgreSQL through kombu's SQLAlchemy transport: a development default that
