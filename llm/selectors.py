@@ -1,6 +1,7 @@
 """Reads. Tenant-scoped queries rely on the tenant in force (see `skeldir.tenancy`):
 row-level security filters them, so they carry no tenant filter of their own."""
 
+import base64
 import datetime
 import json
 import uuid
@@ -8,9 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection
+from django.db.models import Q
 
 from llm.api_keys import hash_api_key
-from llm.models import LLMMonthlyCost, Tenant
+from llm.models import LLMApiCall, LLMMonthlyCost, Tenant
 
 
 def get_tenant_by_api_key(*, api_key: str) -> Tenant | None:
@@ -88,3 +90,40 @@ def find_monthly_cost_drift() -> list[MonthlyCostDrift]:
 def iter_tenant_ids() -> Iterator[uuid.UUID]:
     """Every tenant in the directory, for jobs that visit each tenant in turn."""
     return Tenant.objects.order_by("id").values_list("id", flat=True).iterator(chunk_size=500)
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CallPage:
+    items: list[LLMApiCall]
+    next_cursor: str | None
+
+
+def _encode_cursor(call: LLMApiCall) -> str:
+    return base64.urlsafe_b64encode(f"{call.created_at.isoformat()}|{call.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime.datetime, uuid.UUID]:
+    try:
+        created_at, call_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.datetime.fromisoformat(created_at), uuid.UUID(call_id)
+    except (ValueError, UnicodeError):
+        raise InvalidCursor("not a cursor this API returned") from None
+
+
+def list_api_calls(*, since: datetime.datetime | None, limit: int, cursor: str | None) -> CallPage:
+    """The tenant's calls, newest first, one keyset page at a time (the cursor is the last
+    call's (created_at, id), so pages stay stable while new calls arrive)."""
+    calls = LLMApiCall.objects.order_by("-created_at", "-id")
+    if since is not None:
+        calls = calls.filter(created_at__gte=since if since.tzinfo else since.replace(tzinfo=datetime.UTC))
+    if cursor:
+        created_at, call_id = _decode_cursor(cursor)
+        calls = calls.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=call_id))
+    rows = list(calls[: limit + 1])
+    return CallPage(
+        items=rows[:limit], next_cursor=_encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    )

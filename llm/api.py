@@ -1,0 +1,326 @@
+"""The tenant-facing JSON API under /api/llm/, built with django-ninja.
+
+django-ninja because its request and response contracts are pydantic models, like the task
+payloads, and it serves the OpenAPI document from them. Authentication is the tenant API key,
+already checked by `skeldir.tenancy.TenantMiddleware`, which runs the whole request inside the
+tenant's context: every query here is sealed by row-level security.
+"""
+
+import datetime
+import uuid
+from typing import Annotated, Any, Literal
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import reverse
+from ninja import Field, Header, NinjaAPI, Query, Schema, Status
+from ninja.errors import AuthenticationError
+from ninja.errors import ValidationError as RequestValidationError
+from ninja.security import HttpBearer
+from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
+
+from llm import selectors, services
+from llm.models import BudgetOptimizationJob, Investigation
+from llm.schemas import InvalidPayload
+
+
+class TenantAPIKey(HttpBearer):
+    """`Authorization: Bearer <tenant API key>`; TenantMiddleware has resolved it already."""
+
+    def __call__(self, request: HttpRequest):
+        return getattr(request, "tenant", None)
+
+    def authenticate(self, request: HttpRequest, token: str):  # pragma: no cover - __call__ decides
+        return getattr(request, "tenant", None)
+
+
+api = NinjaAPI(
+    title="Skeldir LLM API",
+    version="1.0",
+    description="Start LLM jobs and read their results and costs. Every route needs a tenant API key.",
+    urls_namespace="llm-api",
+    auth=TenantAPIKey(),
+    openapi_url="/openapi.json",
+    docs_url="/docs",
+)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Becomes the request_id: a retry with the same key records nothing twice.",
+    ),
+]
+MaxCostCents = Annotated[StrictInt, Field(ge=0, description="Cost cap for the call, in cents.")]
+
+
+class RequestBody(Schema):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class InvestigationRequest(RequestBody):
+    question: Annotated[StrictStr, Field(min_length=1, max_length=2_000)]
+    max_cost_cents: MaxCostCents | None = None
+
+
+class BudgetOptimizationRequest(RequestBody):
+    total_budget_cents: Annotated[StrictInt, Field(gt=0)]
+    channels: Annotated[
+        dict[
+            Annotated[StrictStr, Field(min_length=1, max_length=100)],
+            Annotated[StrictInt | StrictFloat, Field(ge=0)],
+        ],
+        Field(
+            min_length=1, max_length=50, description="Channel name -> performance score; budget follows it."
+        ),
+    ]
+    max_cost_cents: MaxCostCents | None = None
+
+
+class LLMCallRequest(RequestBody):
+    prompt: dict[str, Any]
+    max_cost_cents: MaxCostCents | None = None
+
+
+class Accepted(Schema):
+    request_id: str
+    status: str = "pending"
+
+
+class JobAccepted(Accepted):
+    job_id: uuid.UUID
+    status_url: str
+
+
+class JobOut(Schema):
+    id: uuid.UUID
+    request_id: str
+    status: Literal["pending", "running", "completed", "failed"]
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    cost_cents: int
+
+
+class InvestigationOut(JobOut):
+    query: str
+    result: dict[str, Any] | None
+
+
+class BudgetOptimizationOut(JobOut):
+    recommendations: dict[str, Any] | None
+
+
+class ModelCost(Schema):
+    calls: int
+    cost_cents: int
+
+
+class MonthCostsOut(Schema):
+    tenant_id: uuid.UUID
+    month: datetime.date
+    total_cost_cents: int
+    total_calls: int
+    model_breakdown: dict[str, ModelCost]
+
+
+class CallOut(Schema):
+    id: uuid.UUID
+    created_at: datetime.datetime
+    endpoint: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_cents: int
+    latency_ms: int
+    was_cached: bool
+    request_id: str
+    correlation_id: str | None
+
+
+class CallPage(Schema):
+    items: list[CallOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
+
+
+class Error(Schema):
+    error: str
+    fields: dict[str, str] | None = None
+
+
+def _error(request: HttpRequest, status: int, message: str, fields: dict | None = None) -> HttpResponse:
+    if transaction.get_connection().in_atomic_block:
+        transaction.set_rollback(True)  # an error answer commits nothing
+    body = {"error": message, **({"fields": fields} if fields else {})}
+    return api.create_response(request, body, status=status)
+
+
+@api.exception_handler(RequestValidationError)
+def _invalid_request(request, exc: RequestValidationError):
+    fields = {}
+    for error in exc.errors:
+        location = [
+            str(part) for part in error.get("loc", ()) if part not in {"body", "payload", "query", "path"}
+        ]
+        fields[".".join(location) or "body"] = error.get("msg", "invalid")
+    return _error(
+        request, 400, "Invalid request: " + "; ".join(f"{k}: {v}" for k, v in fields.items()), fields
+    )
+
+
+@api.exception_handler(InvalidPayload)
+def _invalid_payload(request, exc: InvalidPayload):
+    return _error(request, 400, str(exc))
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request, exc):
+    response = _error(request, 401, "Authentication required: send 'Authorization: Bearer <tenant API key>'.")
+    response["WWW-Authenticate"] = 'Bearer realm="skeldir"'
+    return response
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return _error(request, 404, str(exc) or "Not found.")
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_large(request, exc):
+    return _error(request, 413, f"Request body over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+
+
+@api.exception_handler(Exception)
+def _unexpected(request, exc):
+    raise exc  # Django answers 500, and the request's transaction rolls back on the way out
+
+
+def _max_cost(body: RequestBody) -> int:
+    return body.max_cost_cents if body.max_cost_cents is not None else settings.LLM_DEFAULT_MAX_COST_CENTS
+
+
+def _job_or_404(model, job_id: str):
+    try:
+        job = model.objects.filter(id=uuid.UUID(job_id)).first()
+    except ValueError:
+        job = None
+    if job is None:  # another tenant's job is invisible here: the same answer as no job at all
+        raise Http404(f"No {model._meta.verbose_name} {job_id}.")
+    return job
+
+
+def _job_accepted(response: HttpResponse, job, route: str) -> JobAccepted:
+    url = reverse(f"llm-api:{route}", kwargs={"job_id": job.id})
+    response["Location"] = url
+    return JobAccepted(job_id=job.id, request_id=job.request_id, status=job.status, status_url=url)
+
+
+@api.post("/investigations", response={202: JobAccepted, 400: Error, 413: Error}, tags=["jobs"])
+def start_investigation(
+    request, response: HttpResponse, body: InvestigationRequest, idempotency_key: IdempotencyKey
+):
+    """Ask a question; an analyst agent investigates it. Poll the status URL for the result."""
+    job = services.start_investigation(
+        tenant_id=request.tenant.id,
+        question=body.question,
+        request_id=idempotency_key,
+        max_cost_cents=_max_cost(body),
+    )
+    return Status(202, _job_accepted(response, job, "get_investigation"))
+
+
+@api.get("/investigations/{job_id}", response={200: InvestigationOut, 404: Error}, tags=["jobs"])
+def get_investigation(request, job_id: str):
+    return _job_or_404(Investigation, job_id)
+
+
+@api.post("/budget-optimizations", response={202: JobAccepted, 400: Error, 413: Error}, tags=["jobs"])
+def start_budget_optimization(
+    request, response: HttpResponse, body: BudgetOptimizationRequest, idempotency_key: IdempotencyKey
+):
+    """Allocate a total budget across channels; an LLM writes the synthesis."""
+    job = services.start_budget_optimization(
+        tenant_id=request.tenant.id,
+        total_budget_cents=body.total_budget_cents,
+        channels=body.channels,
+        request_id=idempotency_key,
+        max_cost_cents=_max_cost(body),
+    )
+    return Status(202, _job_accepted(response, job, "get_budget_optimization"))
+
+
+@api.get("/budget-optimizations/{job_id}", response={200: BudgetOptimizationOut, 404: Error}, tags=["jobs"])
+def get_budget_optimization(request, job_id: str):
+    return _job_or_404(BudgetOptimizationJob, job_id)
+
+
+@api.post("/explanations", response={202: Accepted, 400: Error, 413: Error}, tags=["calls"])
+def request_explanation(request, body: LLMCallRequest, idempotency_key: IdempotencyKey):
+    request_id = services.request_llm_call(
+        tenant_id=request.tenant.id,
+        endpoint="explanation",
+        prompt=body.prompt,
+        request_id=idempotency_key,
+        max_cost_cents=_max_cost(body),
+    )
+    return Status(202, Accepted(request_id=request_id))
+
+
+@api.post("/route", response={202: Accepted, 400: Error, 413: Error}, tags=["calls"])
+def request_route(request, body: LLMCallRequest, idempotency_key: IdempotencyKey):
+    request_id = services.request_llm_call(
+        tenant_id=request.tenant.id,
+        endpoint="route",
+        prompt=body.prompt,
+        request_id=idempotency_key,
+        max_cost_cents=_max_cost(body),
+    )
+    return Status(202, Accepted(request_id=request_id))
+
+
+def _month_costs(request, month: datetime.date) -> MonthCostsOut:
+    row = selectors.get_monthly_cost(month=month)
+    return MonthCostsOut(
+        tenant_id=request.tenant.id,
+        month=month,
+        total_cost_cents=row.total_cost_cents if row else 0,
+        total_calls=row.total_calls if row else 0,
+        model_breakdown=row.model_breakdown if row else {},
+    )
+
+
+@api.get("/costs", response={200: MonthCostsOut, 400: Error}, tags=["costs"])
+def month_costs(
+    request,
+    month: Annotated[
+        str | None, Query(None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")
+    ] = None,
+):
+    """A month's totals and per-model breakdown (default: the current UTC month)."""
+    first_day = datetime.date.fromisoformat(f"{month}-01") if month else selectors.current_utc_month()
+    return _month_costs(request, first_day)
+
+
+@api.get("/costs/current", response={200: MonthCostsOut}, tags=["costs"])
+def current_month_costs(request):
+    return _month_costs(request, selectors.current_utc_month())
+
+
+@api.get("/calls", response={200: CallPage, 400: Error}, tags=["calls"])
+def list_calls(
+    request,
+    since: datetime.datetime | None = None,
+    limit: Annotated[int, Query(50, ge=1, le=200)] = 50,
+    cursor: str | None = None,
+):
+    """The tenant's calls, newest first; `since` keeps only calls at or after a time."""
+    try:
+        page = selectors.list_api_calls(since=since, limit=limit, cursor=cursor)
+    except selectors.InvalidCursor as error:
+        raise RequestValidationError([{"loc": ("query", "cursor"), "msg": str(error)}]) from None
+    return CallPage(items=page.items, next_cursor=page.next_cursor)

@@ -1,0 +1,125 @@
+"""The admin through the test client: tenant choice in the session, read-only audit tables,
+API keys shown once, and nothing of another tenant."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from llm.api_keys import hash_api_key
+from llm.models import Investigation, LLMApiCall, LLMMonthlyCost, Tenant
+from llm.schemas import LLMTaskPayload
+from llm.services import route_request, run_investigation
+from llm.tests.factories import payload_data
+from skeldir.tenancy import tenant_context
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def staff_client(client):
+    user = get_user_model().objects.create_superuser("operator", "ops@example.com", "a-long-test-password")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def two_tenants_with_calls(tenant_a, tenant_b):
+    for tenant, model, request_id in ((tenant_a, "stub-small", "a-req"), (tenant_b, "stub-medium", "b-req")):
+        route_request(
+            LLMTaskPayload.parse(
+                payload_data(
+                    tenant.id, request_id=request_id, prompt={"model": model, "simulated_cost_cents": 42}
+                )
+            )
+        )
+    run_investigation(LLMTaskPayload.parse(payload_data(tenant_a.id, "investigation", request_id="a-inv")))
+    return tenant_a, tenant_b
+
+
+def inspect(client, tenant):
+    response = client.get(f"/admin/llm/tenant/{tenant.id}/inspect/", follow=True)
+    assert response.status_code == 200
+    assert f"Inspecting tenant: <strong>{tenant.name}</strong>" in response.content.decode()
+
+
+def test_with_no_tenant_chosen_tenant_tables_show_nothing_and_say_why(staff_client, two_tenants_with_calls):
+    page = staff_client.get("/admin/llm/llmapicall/").content.decode()
+    assert "No tenant chosen: this table shows nothing" in page
+    assert "a-req" not in page and "b-req" not in page
+    assert "0 LLM API calls" in page
+
+
+def test_a_chosen_tenant_shows_its_rows_and_none_of_the_others(staff_client, two_tenants_with_calls):
+    tenant_a, tenant_b = two_tenants_with_calls
+    inspect(staff_client, tenant_a)
+    calls = staff_client.get("/admin/llm/llmapicall/").content.decode()
+    assert "a-req" in calls and "b-req" not in calls
+    costs = staff_client.get("/admin/llm/llmmonthlycost/").content.decode()
+    assert "stub-small" in costs and "stub-medium" not in costs
+    assert "class='model-breakdown'" in costs
+    inspect(staff_client, tenant_b)
+    assert "b-req" in staff_client.get("/admin/llm/llmapicall/").content.decode()
+    staff_client.get("/admin/llm/tenant/stop-inspecting/")
+    assert "b-req" not in staff_client.get("/admin/llm/llmapicall/").content.decode()
+
+
+def test_search_and_filters_work_inside_the_tenant(staff_client, two_tenants_with_calls):
+    tenant_a, _ = two_tenants_with_calls
+    inspect(staff_client, tenant_a)
+    found = staff_client.get("/admin/llm/llmapicall/", {"q": "a-inv"}).content.decode()
+    assert "a-inv" in found and "a-req" not in found
+    routes = staff_client.get("/admin/llm/llmapicall/", {"endpoint": "route"}).content.decode()
+    assert "a-req" in routes and "a-inv" not in routes
+    assert staff_client.get("/admin/llm/investigation/", {"status__exact": "completed"}).status_code == 200
+
+
+def test_calls_and_monthly_costs_are_read_only(staff_client, two_tenants_with_calls):
+    tenant_a, _ = two_tenants_with_calls
+    inspect(staff_client, tenant_a)
+    with tenant_context(tenant_a.id):
+        call = LLMApiCall.objects.get(request_id="a-req")
+        month = LLMMonthlyCost.objects.get()
+    for url in ("/admin/llm/llmapicall/add/", "/admin/llm/llmmonthlycost/add/"):
+        assert staff_client.get(url).status_code == 403
+    for url in (f"/admin/llm/llmapicall/{call.id}/delete/", f"/admin/llm/llmmonthlycost/{month.id}/delete/"):
+        assert staff_client.post(url, {"post": "yes"}).status_code == 403
+    detail = staff_client.get(f"/admin/llm/llmmonthlycost/{month.id}/change/")
+    assert detail.status_code == 200  # viewable, with its breakdown table
+    assert "class='model-breakdown'" in detail.content.decode()
+    assert 'name="_save"' not in detail.content.decode()
+    assert (
+        staff_client.post(f"/admin/llm/llmmonthlycost/{month.id}/change/", {"total_calls": 0}).status_code
+        == 403
+    )
+
+
+def test_a_job_status_can_be_changed_within_the_tenant(staff_client, two_tenants_with_calls):
+    tenant_a, _ = two_tenants_with_calls
+    inspect(staff_client, tenant_a)
+    with tenant_context(tenant_a.id):
+        job = Investigation.objects.get()
+    response = staff_client.post(f"/admin/llm/investigation/{job.id}/change/", {"status": "failed"})
+    assert response.status_code == 302
+    with tenant_context(tenant_a.id):
+        job.refresh_from_db()
+    assert job.status == "failed"
+
+
+def test_creating_a_tenant_shows_its_api_key_once_and_stores_only_the_hash(staff_client):
+    response = staff_client.post(
+        "/admin/llm/tenant/add/", {"name": "Acme", "notification_email": ""}, follow=True
+    )
+    page = response.content.decode()
+    tenant = Tenant.objects.get(name="Acme")
+    key = page.split("shown only now (it is stored only as a hash): ")[1].split("<")[0].strip()
+    assert key.startswith("sk_")
+    assert tenant.api_key_hash == hash_api_key(key) != key
+    again = staff_client.get(f"/admin/llm/tenant/{tenant.id}/change/").content.decode()
+    assert key not in again
+    api = staff_client.get("/api/llm/costs/current", headers={"Authorization": f"Bearer {key}"})
+    assert api.json()["tenant_id"] == str(tenant.id)
+
+
+def test_a_blank_tenant_name_is_refused(staff_client):
+    response = staff_client.post("/admin/llm/tenant/add/", {"name": "   "})
+    assert response.status_code == 200
+    assert not Tenant.objects.exists()
