@@ -33,13 +33,19 @@ class Conninfo:
 
     def connect(self, **kwargs) -> psycopg.Connection:
         return psycopg.connect(
-            host=self.host, port=self.port, user=self.user, password=self.password, dbname=self.dbname, **kwargs
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=self.dbname,
+            **kwargs,
         )
 
     def url(self) -> str:
         """A URL settings.py reads; a socket directory goes percent-encoded in the host part."""
         password = f":{quote(self.password, safe='')}" if self.password else ""
-        return f"postgresql://{quote(self.user, safe='')}{password}@{quote(self.host, safe='')}:{self.port}/{self.dbname}"
+        host = quote(self.host, safe="")
+        return f"postgresql://{quote(self.user, safe='')}{password}@{host}:{self.port}/{self.dbname}"
 
     @classmethod
     def from_url(cls, url: str) -> "Conninfo":
@@ -108,7 +114,9 @@ def prepare_database(*, name: str, superuser_url: str | None) -> BenchDatabase:
         superuser=replace(superuser, dbname=name),
     )
     with database.superuser.connect() as conn:
-        is_superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+        is_superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[
+            0
+        ]
     if not is_superuser:
         raise SystemExit(f"The superuser URL connects as {superuser.user!r}, which is not a superuser.")
     # settings.py reads these when Django starts; worker processes inherit them.

@@ -50,7 +50,9 @@ def check(database: BenchDatabase, *, expected_calls: dict[str, int]) -> Exactne
     """`expected_calls`: per figure tag (the request id's first `:` field), calls completed."""
     problems = []
     with database.superuser.connect() as conn:
-        for tenant, month, calls, cents, actual_calls, actual_cents, same_breakdown in conn.execute(DRIFT_SQL):
+        for tenant, month, calls, cents, actual_calls, actual_cents, same_breakdown in conn.execute(
+            DRIFT_SQL
+        ):
             problems.append(
                 f"tenant {tenant} {month:%Y-%m}: monthly row {calls} calls / {cents} cents, call rows "
                 f"{actual_calls} / {actual_cents}{'' if same_breakdown else ', breakdowns differ'}"
@@ -58,9 +60,13 @@ def check(database: BenchDatabase, *, expected_calls: dict[str, int]) -> Exactne
         recorded = dict(
             conn.execute("SELECT split_part(request_id, ':', 1), count(*) FROM llm_api_calls GROUP BY 1")
         )
-        call_rows, cost_cents = conn.execute("SELECT count(*), coalesce(sum(cost_cents), 0) FROM llm_api_calls").fetchone()
+        call_rows, cost_cents = conn.execute(
+            "SELECT count(*), coalesce(sum(cost_cents), 0) FROM llm_api_calls"
+        ).fetchone()
         monthly_rows = conn.execute("SELECT count(*) FROM llm_monthly_costs").fetchone()[0]
     for tag, calls in expected_calls.items():
         if recorded.get(tag, 0) != calls:
-            problems.append(f"{tag}: {recorded.get(tag, 0)} call rows, but its clients completed {calls} calls")
+            problems.append(
+                f"{tag}: {recorded.get(tag, 0)} call rows, but its clients completed {calls} calls"
+            )
     return Exactness(call_rows, cost_cents, monthly_rows, problems)

@@ -49,7 +49,8 @@ def generate_calls(database: BenchDatabase, *, tenants: list[str], per_tenant: i
                                        output_tokens, cost_cents, latency_ms, request_id)
             SELECT t.id,
                    now() - make_interval(secs => g * (90 * 86400.0 / %(per_tenant)s) + t.n),
-                   (ARRAY['route', 'explanation', 'investigation', 'budget_optimization'])[1 + (g + t.n) %% 4],
+                   (ARRAY['route', 'explanation', 'investigation', 'budget_optimization'])
+                       [1 + (g + t.n) %% 4],
                    (ARRAY['stub-small', 'stub-medium', 'stub-large'])[1 + (g * 7 + t.n) %% 3],
                    10 + g %% 500, 16 + g %% 600, 1 + (g * 13 + t.n) %% 300, 80 + g %% 2000,
                    'gen:' || t.n || ':' || g

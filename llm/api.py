@@ -21,7 +21,7 @@ from ninja.errors import ValidationError as RequestValidationError
 from ninja.security import HttpBearer
 from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
 
-from llm import selectors, services
+from llm import metrics, selectors, services
 from llm.models import BudgetOptimizationJob, Investigation
 from llm.schemas import InvalidPayload
 
@@ -153,6 +153,11 @@ class Error(Schema):
     fields: dict[str, str] | None = None
 
 
+def _rejected(request: HttpRequest, exc: Exception, status: int, message: str, fields: dict | None = None):
+    metrics.observe_validation_rejection(source="api", error=exc)
+    return _error(request, status, message, fields)
+
+
 def _error(request: HttpRequest, status: int, message: str, fields: dict | None = None) -> HttpResponse:
     if transaction.get_connection().in_atomic_block:
         transaction.set_rollback(True)  # an error answer commits nothing
@@ -168,14 +173,13 @@ def _invalid_request(request, exc: RequestValidationError):
             str(part) for part in error.get("loc", ()) if part not in {"body", "payload", "query", "path"}
         ]
         fields[".".join(location) or "body"] = error.get("msg", "invalid")
-    return _error(
-        request, 400, "Invalid request: " + "; ".join(f"{k}: {v}" for k, v in fields.items()), fields
-    )
+    message = "Invalid request: " + "; ".join(f"{k}: {v}" for k, v in fields.items())
+    return _rejected(request, exc, 400, message, fields)
 
 
 @api.exception_handler(InvalidPayload)
 def _invalid_payload(request, exc: InvalidPayload):
-    return _error(request, 400, str(exc))
+    return _rejected(request, exc, 400, str(exc))
 
 
 @api.exception_handler(AuthenticationError)
@@ -192,7 +196,7 @@ def _not_found(request, exc):
 
 @api.exception_handler(RequestDataTooBig)
 def _too_large(request, exc):
-    return _error(request, 413, f"Request body over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+    return _rejected(request, exc, 413, f"Request body over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
 
 
 @api.exception_handler(Exception)

@@ -14,9 +14,11 @@ per tenant or request would grow without bound. Per-tenant cost lives in the dat
 import logging
 import os
 import time
+from collections.abc import Sequence
 
 from celery import signals as celery_signals
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
@@ -30,7 +32,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from llm.schemas import InvalidPayload
+from llm.schemas import ENDPOINTS, InvalidPayload
 from llm.stub_provider import PRICES_CENTS_PER_1K_TOKENS, LLMUsage
 
 logger = logging.getLogger(__name__)
@@ -81,11 +83,16 @@ def model_label(model: str) -> str:
     return model if model in PRICES_CENTS_PER_1K_TOKENS else OTHER
 
 
+def endpoint_label(endpoint: str) -> str:
+    return endpoint if endpoint in ENDPOINTS else OTHER
+
+
 def rejection_reason(error: Exception) -> str:
-    """invalid_payload, unknown_tenant, cost_limit_exceeded: the InvalidPayload subclass."""
-    name = type(error).__name__
-    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
-    return snake if isinstance(error, InvalidPayload) else OTHER
+    """invalid_payload, unknown_tenant, cost_limit_exceeded (the InvalidPayload subclass),
+    request_data_too_big, or invalid_request for the API's other request errors."""
+    if isinstance(error, InvalidPayload | RequestDataTooBig):
+        return "".join(f"_{c.lower()}" if c.isupper() else c for c in type(error).__name__).lstrip("_")
+    return "invalid_request"
 
 
 def observe_stub_call(*, endpoint: str, usage: LLMUsage, recorded: bool) -> None:
@@ -95,10 +102,27 @@ def observe_stub_call(*, endpoint: str, usage: LLMUsage, recorded: bool) -> None
     def count() -> None:
         if recorded:
             model = model_label(usage.model)
-            CALLS_RECORDED.labels(endpoint=endpoint, model=model).inc()
-            COST_CENTS.labels(endpoint=endpoint, model=model).inc(usage.cost_cents)
+            CALLS_RECORDED.labels(endpoint=endpoint_label(endpoint), model=model).inc()
+            COST_CENTS.labels(endpoint=endpoint_label(endpoint), model=model).inc(usage.cost_cents)
         else:
-            CALLS_DEDUPLICATED.labels(endpoint=endpoint).inc()
+            CALLS_DEDUPLICATED.labels(endpoint=endpoint_label(endpoint)).inc()
+
+    transaction.on_commit(count)
+
+
+def observe_batch_calls(*, calls: Sequence, inserted: Sequence[tuple[str, int, object]]) -> None:
+    """One tenant's part of a batch (services.record_api_calls_batch), once it commits:
+    `inserted` are the (model, cost_cents, created_at) of its new rows; the other calls had
+    been recorded before."""
+    endpoints = {endpoint_label(call.endpoint) for call in calls}
+    endpoint = endpoints.pop() if len(endpoints) == 1 else OTHER  # batches are of one endpoint
+
+    def count() -> None:
+        for model, cost_cents, _ in inserted:
+            CALLS_RECORDED.labels(endpoint=endpoint, model=model_label(model)).inc()
+            COST_CENTS.labels(endpoint=endpoint, model=model_label(model)).inc(cost_cents)
+        if len(calls) > len(inserted):
+            CALLS_DEDUPLICATED.labels(endpoint=endpoint).inc(len(calls) - len(inserted))
 
     transaction.on_commit(count)
 

@@ -702,6 +702,7 @@ def record_api_calls_batch(*, calls: Sequence[ApiCallToRecord]) -> RecordedBatch
             if getattr(error.__cause__, "sqlstate", None) == "23503":
                 raise UnknownTenant(f"Unknown tenant {tenant_id}; nothing was recorded for it.") from None
             raise
+        metrics.observe_batch_calls(calls=tenant_calls, inserted=inserted)
         recorded += len(inserted)
         cost_cents += sum(cost for _, cost, _ in inserted)
     return RecordedBatch(recorded, len(calls) - recorded, cost_cents, len(by_tenant))

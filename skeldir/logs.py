@@ -10,8 +10,10 @@ task_prerun binds them for a task from its validated payload and task_postrun re
 was there before (a task applied in-process inside a request gives the request its ids back).
 
 Prompts are never logged: the formatter writes a fixed set of fields and never a record's
-`args` or arbitrary `extra` (Celery passes a task's arguments, prompt included, that way),
-and the LOGGING settings keep the loggers that print SQL parameters above DEBUG.
+`args` or arbitrary `extra` (Celery passes a task's arguments, prompt included, that way);
+the filter withholds the message bodies Celery dumps when it cannot run a message; tasks are
+published with their arguments withheld from `argsrepr`; and the LOGGING settings keep the
+loggers that print SQL parameters or task arguments at INFO.
 """
 
 import datetime

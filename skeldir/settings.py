@@ -21,6 +21,9 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # The fallback key is for local development only; `manage.py check --deploy` flags it.
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="django-insecure-skeldir-local-development-only")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+# Behind a TLS-terminating proxy the admin's forms need their public origin listed here
+# (e.g. https://skeldir.example.com), or Django's CSRF check refuses the POST.
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "llm",
@@ -101,9 +104,17 @@ else:
         data_dir=Path(env("EMBEDDED_POSTGRES_DIR", default=str(BASE_DIR / ".local" / "postgres")))
     )
 
+# Bind parameters on the server and let psycopg prepare the statements that repeat, so
+# PostgreSQL stops parsing and planning the same few statements for every LLM call
+# (BENCHMARKS.md). Named prepared statements need session pooling, or PgBouncer >= 1.21 with
+# max_prepared_statements: behind an older transaction-mode pooler set this to false.
+DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+
 for _alias in DATABASES.values():
     _alias["CONN_MAX_AGE"] = CONN_MAX_AGE
     _alias["CONN_HEALTH_CHECKS"] = True
+    if DATABASE_PREPARED_STATEMENTS:
+        _alias.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 if "owner" in DATABASES:
     # Tests create and migrate the test database as the owner; the runtime alias then points
     # at the same test database under its own role (Django copies only the NAME to a mirror).

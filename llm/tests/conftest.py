@@ -84,3 +84,25 @@ def api_client(client, tenant_factory):
         return client
 
     return for_tenant
+
+
+@pytest.fixture
+def start_worker(tmp_path):
+    """Start real `celery worker` processes (see workers.Worker); all are stopped afterwards."""
+    from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
+
+    from llm.tests.workers import Worker
+
+    started = []
+
+    def start(broker: str, **kwargs) -> Worker:
+        started.append(Worker(broker, tmp_path, **kwargs))
+        return started[-1]
+
+    yield start
+    for worker in started:
+        worker.stop()
+    # kombu keeps an SQLAlchemy engine per broker URL; its pooled connection to the test
+    # database would stop the test runner from dropping it.
+    for engine, _ in SQLAlchemyChannel._engines.values():
+        engine.dispose()

@@ -3,7 +3,6 @@ with the compose file's web command, against the test database and against a dea
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,11 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from llm.tests.test_celery_worker import database_url
+from llm.tests.workers import database_url, free_port
 from skeldir import health
 
 BASE_DIR = Path(settings.BASE_DIR)
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,7 @@ from llm import metrics, services, tasks
 from llm.models import LLMMonthlyCost
 from llm.schemas import LLMTaskPayload
 from llm.tests.factories import create_tenant_row, payload_data
-from llm.tests.test_celery_worker import REDIS_URL, send, start_worker, wait_for_calls  # noqa: F401
-from llm.tests.test_health import free_port
+from llm.tests.workers import REDIS_URL, free_port, send, wait_for_calls
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,6 +81,25 @@ def test_the_counters_move_when_a_stub_call_is_recorded(client, tenant_a):
         - value(before, "skeldir_llm_calls_deduplicated_total", endpoint="route")
         == 1
     )
+
+
+def test_batch_calls_are_counted_once_too(client, tenant_a, tenant_b):
+    before = scrape(client)
+    batch = [payload_data(tenant.id, "route") for tenant in (tenant_a, tenant_b, tenant_a)]
+    first = tasks.record_calls_batch.apply(args=[batch], task_id="batch-1")
+    again = tasks.record_calls_batch.apply(args=[batch], task_id="batch-1")  # redelivered
+    assert (first.result["recorded"], again.result["recorded"]) == (3, 0)
+    after = scrape(client)
+
+    def moved(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("skeldir_llm_calls_recorded_total", endpoint="route", model="stub-small") == 3
+    assert (
+        moved("skeldir_llm_cost_cents_total", endpoint="route", model="stub-small")
+        == first.result["cost_cents"]
+    )
+    assert moved("skeldir_llm_calls_deduplicated_total", endpoint="route") == 3
 
 
 def test_a_rolled_back_call_counts_nothing(client, tenant_a):
@@ -150,7 +168,7 @@ def test_a_model_label_is_a_known_model_or_other():
     assert metrics.model_label(f"custom-{uuid.uuid4()}") == "other"
 
 
-def test_a_prefork_worker_serves_its_childrens_metrics_and_logs_json(start_worker, tenant_a, tmp_path):  # noqa: F811
+def test_a_prefork_worker_serves_its_childrens_metrics_and_logs_json(start_worker, tenant_a, tmp_path):
     broker = "redis" if REDIS_URL.startswith("redis") else "postgres"
     port = free_port()
     worker = start_worker(
@@ -198,3 +216,20 @@ def test_a_prefork_worker_serves_its_childrens_metrics_and_logs_json(start_worke
         )
         received = next(line for line in mine if line["message"].endswith("received"))
         assert task_id in received["message"]
+
+
+def test_api_rejections_are_counted_by_reason(client, api_client, tenant_a):
+    before = scrape(client)
+    tenant_client = api_client(tenant_a)
+    bad = tenant_client.post("/api/llm/investigations", {"question": ""}, content_type="application/json")
+    huge = tenant_client.post(
+        "/api/llm/explanations", {"prompt": {"text": "x" * 70_000}}, content_type="application/json"
+    )
+    assert (bad.status_code, huge.status_code) == (400, 413)
+    after = scrape(client)
+    name = "skeldir_llm_validation_rejections_total"
+    for reason in ("invalid_request", "request_data_too_big"):
+        assert (
+            value(after, name, source="api", reason=reason) - value(before, name, source="api", reason=reason)
+            == 1
+        )

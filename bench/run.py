@@ -1,0 +1,419 @@
+"""One benchmark run: its phases, the figures they produce, and the report."""
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import connections
+
+from bench import celery_e2e, exactness, reads, workloads
+from bench.database import BASE_DIR, BenchDatabase, create_tenants, migrate_and_reset
+from bench.load import Throughput, measure
+from bench.profile import wire_profile
+
+
+@dataclass(frozen=True)
+class Scale:
+    warmup: float  # seconds of each measurement not counted
+    seconds_per_workload: float  # counted seconds each workload of a rotation gets
+    per_tenant: int  # generated calls per tenant for the reads (x 1,000 tenants)
+    celery_tasks: int  # tasks per Celery figure and round
+    celery_rounds: int
+    batch_size: int
+    celery_batches: int  # batch tasks per round
+
+
+FULL = Scale(1.0, 3.0, 1000, 1000, 2, 1000, 10)
+QUICK = Scale(0.5, 1.0, 50, 150, 1, 200, 4)
+WRITE_CONCURRENCY = (1, 8, 32)
+READ_CONCURRENCY = (1, 8)
+BATCH_CONCURRENCY = (1, 4)
+SLICE_SECONDS = 0.5
+
+
+GOAL_SERVICE = 0.6  # service path / baseline, calls per second
+GOAL_CELERY = 0.7  # LLM task / no-op task, tasks per second
+GOAL_RLS = 1.1  # RLS read time / the same read without RLS
+GOAL_BATCH = 10.0  # batched ingest / the best per-call hot-tenant baseline, calls per second
+
+
+def _code_version() -> str:
+    """The commit measured, and whether the working tree differed from it (read-only git)."""
+    try:
+        head, dirty = (
+            subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=BASE_DIR)
+            for args in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain"])
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def fmt(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**NOT met**"
+
+
+@dataclass
+class Run:
+    database: BenchDatabase
+    scale: Scale
+    redis_url: str
+    log_dir: Path
+    info: dict = field(default_factory=dict)
+    expected: dict = field(default_factory=dict)  # figure tag -> calls its clients completed
+    read_rows: list = field(default_factory=list)
+    write_rows: list = field(default_factory=list)
+    batch_rows: list = field(default_factory=list)
+    profile_rows: list = field(default_factory=list)
+    celery_rows: dict | None = None  # worker config -> figure -> [tasks, calls, seconds]
+    celery_note: str = ""
+    exact: exactness.Exactness | None = None
+
+    # --- phases ---------------------------------------------------------------------------
+
+    def machine(self, *, quick: bool) -> None:
+        meminfo = Path("/proc/meminfo").read_text().split("\n")[0].split()
+        with self.database.superuser.connect() as conn:
+            others = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            settings = dict(
+                conn.execute(
+                    "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
+                    [["max_connections", "shared_buffers", "synchronous_commit", "fsync"]],
+                ).fetchall()
+            )
+        self.info = {
+            "cpus": os.cpu_count(),
+            "memory": f"{int(meminfo[1]) / 1024 / 1024:.1f} GiB",
+            "postgres": self.database.server_version().split(" on ")[0],
+            "postgres settings": ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
+            "server": self.database.runtime.host or "(default)",
+            "python": platform.python_version(),
+            "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "other client connections at start": others,
+            "scale": "QUICK (smoke test)" if quick else "full",
+            "code": _code_version(),
+        }
+
+    def setup(self) -> None:
+        progress(f"migrating and emptying database {self.database.runtime.dbname}")
+        migrate_and_reset(self.database)
+        self.hot = create_tenants(self.database, count=1, prefix="bench hot tenant")
+        self.many = create_tenants(self.database, count=1000, prefix="bench tenant")
+        connections.close_all()  # the load processes fork from here: no connection to share
+
+    def _measure(self, factories, *, concurrency: int) -> list[Throughput]:
+        duration = self.scale.seconds_per_workload * len(factories)
+        return measure(
+            factories,
+            concurrency=concurrency,
+            warmup=self.scale.warmup,
+            duration=duration,
+            slice_seconds=SLICE_SECONDS,
+        )
+
+    def reads(self) -> None:
+        rows = self.scale.per_tenant * len(self.many)
+        progress(f"generating {rows:,} calls over {len(self.many):,} tenants for the reads")
+        started = time.monotonic()
+        total = reads.generate_calls(self.database, tenants=self.many, per_tenant=self.scale.per_tenant)
+        self.info["generated calls"] = f"{total:,} in {time.monotonic() - started:.0f}s"
+        self.expected["gen"] = total
+        for query in reads.QUERIES:
+            for concurrency in READ_CONCURRENCY:
+                progress(f"reads: {query}, {concurrency} client(s)")
+                bare, same, rls = self._measure(
+                    [
+                        reads.unprotected_bare_reads(self.database, query=query, tenants=self.many),
+                        reads.unprotected_reads_same_statements(
+                            self.database, query=query, tenants=self.many
+                        ),
+                        reads.rls_reads(self.database, query=query, tenants=self.many),
+                    ],
+                    concurrency=concurrency,
+                )
+                self.read_rows.append((query, concurrency, bare, same, rls))
+
+    def writes(self) -> None:
+        for shape, tenants in (("1 (hot)", self.hot), ("1,000", self.many)):
+            for concurrency in WRITE_CONCURRENCY:
+                progress(f"per-call writes: {shape} tenant(s), {concurrency} client(s)")
+                tags = [f"{kind}-{len(tenants)}-{concurrency}" for kind in ("base", "svc", "prep")]
+                figures = self._measure(
+                    [
+                        workloads.baseline(tenants=tenants, tag=tags[0]),
+                        workloads.service(tenants=tenants, tag=tags[1]),
+                        workloads.service_prepared(tenants=tenants, tag=tags[2]),
+                    ],
+                    concurrency=concurrency,
+                )
+                for tag, figure in zip(tags, figures, strict=True):
+                    self.expected[tag] = figure.total_ops
+                self.write_rows.append((shape, concurrency, *figures))
+
+    def batches(self) -> None:
+        size = self.scale.batch_size
+        for concurrency in BATCH_CONCURRENCY:
+            progress(f"batched ingest: {size} calls a batch, hot tenant, {concurrency} client(s)")
+            tag = f"batch-{concurrency}"
+            (figure,) = self._measure(
+                [workloads.batched(tenants=self.hot, tag=tag, size=size)], concurrency=concurrency
+            )
+            self.expected[tag] = figure.total_ops * size
+            self.batch_rows.append((size, concurrency, figure))
+
+    def profiles(self) -> None:
+        progress("wire profile of one call (hot tenant)")
+        size = self.scale.batch_size
+        for label, tag, factory, calls in (
+            ("baseline: raw SQL through psycopg", "prof-base", workloads.baseline, 1),
+            ("service path (Django defaults)", "prof-svc", workloads.service, 1),
+            ("service path, prepared statements", "prof-prep", workloads.service_prepared, 1),
+            (f"batched, {size} calls a batch", "prof-batch", workloads.batched, size),
+        ):
+            options = {"size": size} if calls > 1 else {}
+            profile = wire_profile(
+                factory(tenants=self.hot, tag=tag, **options),
+                ops=max(3, 60 // calls),
+                calls_per_op=calls,
+                warmup=10 if calls == 1 else 1,
+            )
+            self.profile_rows.append((label, profile))
+            self.expected[tag] = profile.ops_run * calls
+        connections.close_all()
+
+    def celery(self) -> None:
+        if not celery_e2e.redis_available(self.redis_url):
+            self.celery_note = f"not measured: no Redis answers at {self.redis_url}"
+            progress(self.celery_note)
+            return
+        from skeldir.celery import app
+
+        self.celery_rows = {}
+        for config in ("as configured", "recommended"):
+            progress(f"Celery ({config}): starting a worker with 2 processes")
+            worker = celery_e2e.BenchWorker(
+                redis_url=self.redis_url,
+                log_path=self.log_dir / f"worker-{config.replace(' ', '-')}.log",
+                config=config,
+            )
+            try:
+                self.celery_rows[config] = self._celery_figures(app, worker, config=config)
+            finally:
+                worker.stop()
+        app.pool.force_close_all()
+
+    def _celery_figures(self, app, worker, *, config: str) -> dict:
+        n, size = self.scale.celery_tasks, self.scale.batch_size
+        prefix = "celr" if config == "recommended" else "cel"
+
+        def single_calls(payloads):
+            return [([payload], {}) for payload in payloads]
+
+        # Warm-up: imports, each process's connection, psycopg's type caches.
+        tag = f"{prefix}-warm"
+        warm = workloads.batch_payloads(tenants=self.hot, tag=tag, client=0, i=0, size=40)
+        worker.run(app, "bench.noop", single_calls(warm), calls=0, timeout=120)
+        worker.run(app, "llm.route", single_calls(warm), calls=len(warm), timeout=120)
+        self.expected[tag] = len(warm)
+
+        totals = {key: [0, 0, 0.0] for key in ("noop", "hot", "many", "batch")}
+        for round_ in range(self.scale.celery_rounds):
+            progress(f"Celery ({config}): round {round_ + 1} of {self.scale.celery_rounds}")
+            for key, name, tenants in (
+                ("noop", "bench.noop", self.hot),
+                ("hot", "llm.route", self.hot),
+                ("many", "llm.route", self.many),
+            ):
+                tag = f"{prefix}-{key}"
+                payloads = workloads.batch_payloads(tenants=tenants, tag=tag, client=0, i=round_, size=n)
+                calls = 0 if key == "noop" else n
+                result = worker.run(app, name, single_calls(payloads), calls=calls, timeout=900)
+                self.expected[tag] = self.expected.get(tag, 0) + calls
+                totals[key][0] += result.tasks
+                totals[key][1] += result.calls
+                totals[key][2] += result.seconds
+            tag = f"{prefix}-batch"
+            batches = [
+                workloads.batch_payloads(tenants=self.hot, tag=tag, client=1 + round_, i=b, size=size)
+                for b in range(self.scale.celery_batches)
+            ]
+            result = worker.run(
+                app,
+                "llm.record_calls_batch",
+                [([batch], {"endpoint": "route"}) for batch in batches],
+                calls=size * len(batches),
+                timeout=900,
+            )
+            self.expected[tag] = self.expected.get(tag, 0) + result.calls
+            totals["batch"][0] += result.tasks
+            totals["batch"][1] += result.calls
+            totals["batch"][2] += result.seconds
+        return totals
+
+    def exactness(self) -> exactness.Exactness:
+        progress("exactness: monthly rows against the call rows, and every figure's calls")
+        self.exact = exactness.check(self.database, expected_calls=self.expected)
+        return self.exact
+
+    # --- the report -------------------------------------------------------------------------
+
+    def report(self, *, elapsed: float) -> str:
+        lines = ["# Benchmark run", ""]
+        self.info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        self.info["run time"] = f"{elapsed:.0f}s"
+        lines += [f"- {key}: {value}" for key, value in self.info.items()]
+        goals = []
+
+        best_hot = max(row[2].per_second for row in self.write_rows if row[0] == "1 (hot)")
+        lines += [
+            "",
+            "## Per-call writes (calls/s): call row + monthly upsert, one transaction, as the runtime role",
+            "",
+            "| tenants | clients | baseline: raw SQL | service path | ratio | goal >= 0.6 "
+            "| service path, prepared statements (settings change) | ratio |",
+            "|---|---:|---:|---:|---:|---|---:|---:|",
+        ]
+        for shape, concurrency, base, service, prepared in self.write_rows:
+            ratio = service.per_second / base.per_second
+            goals.append(
+                (
+                    f"service path, {shape} tenant(s), {concurrency} client(s): {ratio:.2f} "
+                    f"(with prepared statements {prepared.per_second / base.per_second:.2f})",
+                    ratio >= GOAL_SERVICE,
+                )
+            )
+            lines.append(
+                f"| {shape} | {concurrency} | {fmt(base.per_second)} | {fmt(service.per_second)} "
+                f"| {ratio:.2f} | {verdict(ratio >= GOAL_SERVICE)} | {fmt(prepared.per_second)} "
+                f"| {prepared.per_second / base.per_second:.2f} |"
+            )
+
+        lines += [
+            "",
+            f"## Batched ingest (calls/s), hot tenant; ratio to the best per-call hot-tenant baseline "
+            f"({fmt(best_hot)}/s)",
+            "",
+            "| calls a batch | clients | calls/s | ratio | goal >= 10 |",
+            "|---:|---:|---:|---:|---|",
+        ]
+        for size, concurrency, figure in self.batch_rows:
+            rate = figure.per_second * size
+            lines.append(
+                f"| {size:,} | {concurrency} | {fmt(rate)} | {rate / best_hot:.1f} "
+                f"| {verdict(rate / best_hot >= GOAL_BATCH)} |"
+            )
+        best_batch = max(figure.per_second * size for size, _, figure in self.batch_rows)
+        goals.append(
+            (
+                f"batched ingest, best of the rows above: {best_batch / best_hot:.1f}",
+                best_batch / best_hot >= GOAL_BATCH,
+            )
+        )
+
+        lines += ["", "## Celery end to end through Redis, 2 worker processes", ""]
+        if self.celery_rows is None:
+            lines.append(f"{self.celery_note}")
+            goals.append(("Celery end to end", None))
+        else:
+            lines += [
+                "| worker settings | task | tenants | tasks | tasks/s | calls/s | ratio to no-op (tasks/s) "
+                "| goal >= 0.7 |",
+                "|---|---|---:|---:|---:|---:|---:|---|",
+            ]
+            for config, rows in self.celery_rows.items():
+                noop_rate = rows["noop"][0] / rows["noop"][2]
+                lines.append(
+                    f"| {config} | bench.noop | - | {rows['noop'][0]:,} | {fmt(noop_rate)} | - | 1.00 | |"
+                )
+                for key, tenants in (("hot", "1 (hot)"), ("many", "1,000")):
+                    tasks, calls, seconds = rows[key]
+                    ratio = tasks / seconds / noop_rate
+                    goals.append(
+                        (
+                            f"Celery llm.route, {tenants} tenant(s), worker {config}: {ratio:.2f}",
+                            ratio >= GOAL_CELERY,
+                        )
+                    )
+                    lines.append(
+                        f"| {config} | llm.route | {tenants} | {tasks:,} | {fmt(tasks / seconds)} "
+                        f"| {fmt(calls / seconds)} | {ratio:.2f} | {verdict(ratio >= GOAL_CELERY)} |"
+                    )
+                tasks, calls, seconds = rows["batch"]
+                lines.append(
+                    f"| {config} | llm.record_calls_batch, {calls // tasks:,} calls each | 1 (hot) "
+                    f"| {tasks:,} | {fmt(tasks / seconds)} | {fmt(calls / seconds)} | - | |"
+                )
+
+        lines += [
+            "",
+            "## Tenant-scoped reads (reads/s) over the generated calls; ratios are time per read",
+            "",
+            "| query | clients | bare query, no RLS | same statements, no RLS | RLS (runtime role) "
+            "| RLS / same statements | goal <= 1.1 | RLS / bare query |",
+            "|---|---:|---:|---:|---:|---:|---|---:|",
+        ]
+        for query, concurrency, bare, same, rls in self.read_rows:
+            ratio = same.per_second / rls.per_second
+            goals.append((f"RLS reads, {query}, {concurrency} client(s): {ratio:.2f}", ratio <= GOAL_RLS))
+            lines.append(
+                f"| {query} | {concurrency} | {fmt(bare.per_second)} | {fmt(same.per_second)} "
+                f"| {fmt(rls.per_second)} | {ratio:.2f} | {verdict(ratio <= GOAL_RLS)} "
+                f"| {bare.per_second / rls.per_second:.2f} |"
+            )
+
+        cpu = {
+            "baseline: raw SQL through psycopg": self.write_rows[0][2].cpu_us_per_op,
+            "service path (Django defaults)": self.write_rows[0][3].cpu_us_per_op,
+            "service path, prepared statements": self.write_rows[0][4].cpu_us_per_op,
+        }
+        for size, concurrency, figure in self.batch_rows:
+            if concurrency == 1:
+                cpu[f"batched, {size} calls a batch"] = figure.cpu_us_per_op / size
+        lines += [
+            "",
+            "## The hot path, per call (hot tenant; client CPU from the 1-client run)",
+            "",
+            "| path | round trips | statements (with BEGIN, COMMIT) | parsed and planned | client CPU (us) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for label, profile in self.profile_rows:
+            lines.append(
+                f"| {label} | {profile.round_trips:.2f} | {profile.statements:.2f} | {profile.parsed:.2f} "
+                f"| {cpu.get(label, float('nan')):.0f} |"
+            )
+
+        exact = self.exact
+        lines += [
+            "",
+            "## Exactness",
+            "",
+            (
+                f"OK: {exact.call_rows:,} call rows, {exact.cost_cents:,} cents, "
+                f"{exact.monthly_rows:,} monthly rows; every monthly row equals the sums of its call "
+                "rows (calls, cents, per-model breakdown) and every figure recorded exactly the calls "
+                "its clients completed."
+                if exact.ok
+                else f"**FAILED**: {len(exact.problems)} problem(s):\n"
+                + "\n".join(f"- {p}" for p in exact.problems[:20])
+            ),
+            "",
+            "## Goals",
+            "",
+        ]
+        lines += [f"- {name}: {'not measured' if met is None else verdict(met)}" for name, met in goals]
+        return "\n".join(lines)
