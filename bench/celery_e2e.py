@@ -20,8 +20,6 @@ from pathlib import Path
 
 import redis
 
-from bench.celery_app import WORKER_CONFIG
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 RESULT_KEY = "celery-task-meta-{}"
 
@@ -52,7 +50,7 @@ class BenchWorker:
     """`celery -A bench.celery_app worker -Q llm -c 2`, logging to a file, in its own process
     group so that stopping it stops its children too."""
 
-    def __init__(self, *, redis_url: str, log_path: Path, config: str, concurrency: int = 2):
+    def __init__(self, *, redis_url: str, log_path: Path, concurrency: int = 2):
         self.redis = redis.Redis.from_url(redis_url)
         # Leftovers of an interrupted run would be consumed as this run's work.
         self.redis.delete("llm", "unacked", "unacked_index", "unacked_mutex")
@@ -60,7 +58,6 @@ class BenchWorker:
             **os.environ,
             "CELERY_BROKER_URL": redis_url,
             "CELERY_RESULT_BACKEND": redis_url,
-            WORKER_CONFIG: config,
         }
         self.log_path = log_path
         self.process = subprocess.Popen(

@@ -57,7 +57,8 @@ def thread_connection() -> psycopg.Connection:
 def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
     """The per-call floor: BEGIN, the GUC set, the two statements and COMMIT through plain
     psycopg (server-side binding, statements prepared after five runs: psycopg's defaults,
-    which Django turns off), as the runtime role under RLS. No Django code on the path."""
+    and the project's with DATABASE_PREPARED_STATEMENTS on), as the runtime role under RLS.
+    No Django code on the path."""
     from llm.services import ADD_TO_MONTHLY_COSTS_SQL
 
     def make(client: int):
@@ -86,7 +87,8 @@ def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
 
 def service(*, tenants: list[str], tag: str) -> ClientFactory:
     """The service path a worker runs for one call: the validated payload into the route stub
-    worker (usage, the tenant context, the two statements, the commit, the receipt)."""
+    worker (usage, the tenant context, the two statements, the commit, the receipt), with
+    the project's database settings as they are."""
     from llm.schemas import LLMTaskPayload
     from llm.services import route_request
 
@@ -108,28 +110,29 @@ def service(*, tenants: list[str], tag: str) -> ClientFactory:
     return make
 
 
-def service_prepared(*, tenants: list[str], tag: str) -> ClientFactory:
-    """The service path as it runs with `OPTIONS: {"server_side_binding": True,
-    "prepare_threshold": 5}` in the database settings: Django's cursors bind on the server
-    and psycopg prepares what repeats. Emulated on this thread's connection for the op only,
-    so it rotates with the other workloads on the same connection."""
-    from django.db.backends.postgresql.base import ServerBindingCursor
+def service_client_binding(*, tenants: list[str], tag: str) -> ClientFactory:
+    """The service path as it runs with DATABASE_PREPARED_STATEMENTS=false (Django's own
+    defaults): Django's cursors bind parameters on the client and psycopg prepares nothing, so
+    the server parses and plans every statement. Emulated on this thread's connection for the
+    op only (the cursor class and threshold Django would have given it), so it rotates with
+    the other workloads on the same connection: a comparison, not the project's setting."""
+    from django.db.backends.postgresql.base import Cursor as ClientBindingCursor
 
     inner = service(tenants=tenants, tag=tag)
 
     def make(client: int):
         op, close = inner(client)
 
-        def prepared_op(i: int) -> None:
+        def client_binding_op(i: int) -> None:
             raw = thread_connection()
             factory, threshold = raw.cursor_factory, raw.prepare_threshold
-            raw.cursor_factory, raw.prepare_threshold = ServerBindingCursor, PSYCOPG_DEFAULT_PREPARE_THRESHOLD
+            raw.cursor_factory, raw.prepare_threshold = ClientBindingCursor, None
             try:
                 op(i)
             finally:
                 raw.cursor_factory, raw.prepare_threshold = factory, threshold
 
-        return prepared_op, close
+        return client_binding_op, close
 
     return make
 

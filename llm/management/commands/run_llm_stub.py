@@ -4,6 +4,7 @@ In-process by default, through Celery's own execution path (`Task.apply`), so no
 worker is needed; `--via-broker` enqueues the same tasks and waits for a worker to run them.
 """
 
+import logging
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -72,6 +73,9 @@ class Command(BaseCommand):
     tasks = LLM_TASKS
 
     def handle(self, *args, **options):
+        if options["verbosity"] < 2:
+            # Each in-process task logs a line of its own; the report below says it all.
+            logging.getLogger("skeldir.task").setLevel(logging.WARNING)
         if options["count"] < 1 or options["concurrency"] < 1:
             raise CommandError("--count and --concurrency must be at least 1.")
         if options["max_cost_cents"] < 0:
