@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings as django_settings
 from django.db import connections
 
 from bench import celery_e2e, exactness, reads, workloads
@@ -53,6 +54,16 @@ def _code_version() -> str:
     return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
 
 
+def _on_off(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+# What the service path runs with is the project's setting; the comparison forces what
+# DATABASE_PREPARED_STATEMENTS=false gives, on the same connections in the same rotation.
+SERVICE_LABEL = "service path (project settings)"
+CLIENT_BINDING_LABEL = "service path, DATABASE_PREPARED_STATEMENTS=false"
+
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -77,7 +88,7 @@ class Run:
     write_rows: list = field(default_factory=list)
     batch_rows: list = field(default_factory=list)
     profile_rows: list = field(default_factory=list)
-    celery_rows: dict | None = None  # worker config -> figure -> [tasks, calls, seconds]
+    celery_rows: dict | None = None  # figure -> [tasks, calls, seconds]
     celery_note: str = ""
     exact: exactness.Exactness | None = None
 
@@ -107,6 +118,7 @@ class Run:
             "other client connections at start": others,
             "scale": "QUICK (smoke test)" if quick else "full",
             "code": _code_version(),
+            "DATABASE_PREPARED_STATEMENTS": _on_off(django_settings.DATABASE_PREPARED_STATEMENTS),
         }
 
     def setup(self) -> None:
@@ -152,12 +164,12 @@ class Run:
         for shape, tenants in (("1 (hot)", self.hot), ("1,000", self.many)):
             for concurrency in WRITE_CONCURRENCY:
                 progress(f"per-call writes: {shape} tenant(s), {concurrency} client(s)")
-                tags = [f"{kind}-{len(tenants)}-{concurrency}" for kind in ("base", "svc", "prep")]
+                tags = [f"{kind}-{len(tenants)}-{concurrency}" for kind in ("base", "svc", "cli")]
                 figures = self._measure(
                     [
                         workloads.baseline(tenants=tenants, tag=tags[0]),
                         workloads.service(tenants=tenants, tag=tags[1]),
-                        workloads.service_prepared(tenants=tenants, tag=tags[2]),
+                        workloads.service_client_binding(tenants=tenants, tag=tags[2]),
                     ],
                     concurrency=concurrency,
                 )
@@ -181,8 +193,8 @@ class Run:
         size = self.scale.batch_size
         for label, tag, factory, calls in (
             ("baseline: raw SQL through psycopg", "prof-base", workloads.baseline, 1),
-            ("service path (Django defaults)", "prof-svc", workloads.service, 1),
-            ("service path, prepared statements", "prof-prep", workloads.service_prepared, 1),
+            (SERVICE_LABEL, "prof-svc", workloads.service, 1),
+            (CLIENT_BINDING_LABEL, "prof-cli", workloads.service_client_binding, 1),
             (f"batched, {size} calls a batch", "prof-batch", workloads.batched, size),
         ):
             options = {"size": size} if calls > 1 else {}
@@ -203,23 +215,17 @@ class Run:
             return
         from skeldir.celery import app
 
-        self.celery_rows = {}
-        for config in ("as configured", "recommended"):
-            progress(f"Celery ({config}): starting a worker with 2 processes")
-            worker = celery_e2e.BenchWorker(
-                redis_url=self.redis_url,
-                log_path=self.log_dir / f"worker-{config.replace(' ', '-')}.log",
-                config=config,
-            )
-            try:
-                self.celery_rows[config] = self._celery_figures(app, worker, config=config)
-            finally:
-                worker.stop()
+        progress("Celery: starting a worker with 2 processes")
+        worker = celery_e2e.BenchWorker(redis_url=self.redis_url, log_path=self.log_dir / "worker.log")
+        try:
+            self.celery_rows = self._celery_figures(app, worker)
+        finally:
+            worker.stop()
         app.pool.force_close_all()
 
-    def _celery_figures(self, app, worker, *, config: str) -> dict:
+    def _celery_figures(self, app, worker) -> dict:
         n, size = self.scale.celery_tasks, self.scale.batch_size
-        prefix = "celr" if config == "recommended" else "cel"
+        prefix = "cel"
 
         def single_calls(payloads):
             return [([payload], {}) for payload in payloads]
@@ -233,7 +239,7 @@ class Run:
 
         totals = {key: [0, 0, 0.0] for key in ("noop", "hot", "many", "batch")}
         for round_ in range(self.scale.celery_rounds):
-            progress(f"Celery ({config}): round {round_ + 1} of {self.scale.celery_rounds}")
+            progress(f"Celery: round {round_ + 1} of {self.scale.celery_rounds}")
             for key, name, tenants in (
                 ("noop", "bench.noop", self.hot),
                 ("hot", "llm.route", self.hot),
@@ -284,23 +290,24 @@ class Run:
             "",
             "## Per-call writes (calls/s): call row + monthly upsert, one transaction, as the runtime role",
             "",
-            "| tenants | clients | baseline: raw SQL | service path | ratio | goal >= 0.6 "
-            "| service path, prepared statements (settings change) | ratio |",
+            f"| tenants | clients | baseline: raw SQL | {SERVICE_LABEL} | ratio | goal >= 0.6 "
+            f"| comparison: {CLIENT_BINDING_LABEL} | ratio |",
             "|---|---:|---:|---:|---:|---|---:|---:|",
         ]
-        for shape, concurrency, base, service, prepared in self.write_rows:
+        for shape, concurrency, base, service, client_binding in self.write_rows:
             ratio = service.per_second / base.per_second
+            other = client_binding.per_second / base.per_second
             goals.append(
                 (
                     f"service path, {shape} tenant(s), {concurrency} client(s): {ratio:.2f} "
-                    f"(with prepared statements {prepared.per_second / base.per_second:.2f})",
+                    f"(comparison, client-side binding: {other:.2f})",
                     ratio >= GOAL_SERVICE,
                 )
             )
             lines.append(
                 f"| {shape} | {concurrency} | {fmt(base.per_second)} | {fmt(service.per_second)} "
-                f"| {ratio:.2f} | {verdict(ratio >= GOAL_SERVICE)} | {fmt(prepared.per_second)} "
-                f"| {prepared.per_second / base.per_second:.2f} |"
+                f"| {ratio:.2f} | {verdict(ratio >= GOAL_SERVICE)} | {fmt(client_binding.per_second)} "
+                f"| {other:.2f} |"
             )
 
         lines += [
@@ -330,34 +337,26 @@ class Run:
             lines.append(f"{self.celery_note}")
             goals.append(("Celery end to end", None))
         else:
+            rows = self.celery_rows
             lines += [
-                "| worker settings | task | tenants | tasks | tasks/s | calls/s | ratio to no-op (tasks/s) "
-                "| goal >= 0.7 |",
-                "|---|---|---:|---:|---:|---:|---:|---|",
+                "| task | tenants | tasks | tasks/s | calls/s | ratio to no-op (tasks/s) | goal >= 0.7 |",
+                "|---|---:|---:|---:|---:|---:|---|",
             ]
-            for config, rows in self.celery_rows.items():
-                noop_rate = rows["noop"][0] / rows["noop"][2]
+            noop_rate = rows["noop"][0] / rows["noop"][2]
+            lines.append(f"| bench.noop | - | {rows['noop'][0]:,} | {fmt(noop_rate)} | - | 1.00 | |")
+            for key, tenants in (("hot", "1 (hot)"), ("many", "1,000")):
+                tasks, calls, seconds = rows[key]
+                ratio = tasks / seconds / noop_rate
+                goals.append((f"Celery llm.route, {tenants} tenant(s): {ratio:.2f}", ratio >= GOAL_CELERY))
                 lines.append(
-                    f"| {config} | bench.noop | - | {rows['noop'][0]:,} | {fmt(noop_rate)} | - | 1.00 | |"
+                    f"| llm.route | {tenants} | {tasks:,} | {fmt(tasks / seconds)} "
+                    f"| {fmt(calls / seconds)} | {ratio:.2f} | {verdict(ratio >= GOAL_CELERY)} |"
                 )
-                for key, tenants in (("hot", "1 (hot)"), ("many", "1,000")):
-                    tasks, calls, seconds = rows[key]
-                    ratio = tasks / seconds / noop_rate
-                    goals.append(
-                        (
-                            f"Celery llm.route, {tenants} tenant(s), worker {config}: {ratio:.2f}",
-                            ratio >= GOAL_CELERY,
-                        )
-                    )
-                    lines.append(
-                        f"| {config} | llm.route | {tenants} | {tasks:,} | {fmt(tasks / seconds)} "
-                        f"| {fmt(calls / seconds)} | {ratio:.2f} | {verdict(ratio >= GOAL_CELERY)} |"
-                    )
-                tasks, calls, seconds = rows["batch"]
-                lines.append(
-                    f"| {config} | llm.record_calls_batch, {calls // tasks:,} calls each | 1 (hot) "
-                    f"| {tasks:,} | {fmt(tasks / seconds)} | {fmt(calls / seconds)} | - | |"
-                )
+            tasks, calls, seconds = rows["batch"]
+            lines.append(
+                f"| llm.record_calls_batch, {calls // tasks:,} calls each | 1 (hot) "
+                f"| {tasks:,} | {fmt(tasks / seconds)} | {fmt(calls / seconds)} | - | |"
+            )
 
         lines += [
             "",
@@ -378,8 +377,8 @@ class Run:
 
         cpu = {
             "baseline: raw SQL through psycopg": self.write_rows[0][2].cpu_us_per_op,
-            "service path (Django defaults)": self.write_rows[0][3].cpu_us_per_op,
-            "service path, prepared statements": self.write_rows[0][4].cpu_us_per_op,
+            SERVICE_LABEL: self.write_rows[0][3].cpu_us_per_op,
+            CLIENT_BINDING_LABEL: self.write_rows[0][4].cpu_us_per_op,
         }
         for size, concurrency, figure in self.batch_rows:
             if concurrency == 1:

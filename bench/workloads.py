@@ -63,22 +63,29 @@ def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
 
     def make(client: int):
         raw = thread_connection()
-        raw.prepare_threshold = PSYCOPG_DEFAULT_PREPARE_THRESHOLD
         cursor = psycopg.Cursor(raw)
 
         def op(i: int) -> None:
             tenant = tenant_for(tenants, client, i)
             model, cost = planned_call(client, i)
-            with raw.transaction():
-                cursor.execute(SET_TENANT_SQL, [tenant])
-                cursor.execute(
-                    INSERT_CALL_SQL,
-                    [tenant, ENDPOINT, model, 10, 16, cost, 80, False, f"{tag}:{client}:{i}", None, None],
-                )
-                row = cursor.fetchone()
-                if row is not None:
-                    breakdown = Jsonb({model: {"calls": 1, "cost_cents": cost}})
-                    cursor.execute(ADD_TO_MONTHLY_COSTS_SQL, [tenant, month_of(row[1]), cost, 1, breakdown])
+            # The connection is shared with the service workloads: psycopg's default threshold
+            # for this op only, whatever the settings gave the connection.
+            threshold, raw.prepare_threshold = raw.prepare_threshold, PSYCOPG_DEFAULT_PREPARE_THRESHOLD
+            try:
+                with raw.transaction():
+                    cursor.execute(SET_TENANT_SQL, [tenant])
+                    cursor.execute(
+                        INSERT_CALL_SQL,
+                        [tenant, ENDPOINT, model, 10, 16, cost, 80, False, f"{tag}:{client}:{i}", None, None],
+                    )
+                    row = cursor.fetchone()
+                    if row is not None:
+                        breakdown = Jsonb({model: {"calls": 1, "cost_cents": cost}})
+                        cursor.execute(
+                            ADD_TO_MONTHLY_COSTS_SQL, [tenant, month_of(row[1]), cost, 1, breakdown]
+                        )
+            finally:
+                raw.prepare_threshold = threshold
 
         return op, connections.close_all
 

@@ -73,9 +73,17 @@ class Command(BaseCommand):
     tasks = LLM_TASKS
 
     def handle(self, *args, **options):
+        task_logger = logging.getLogger("skeldir.task")
+        level = task_logger.level
         if options["verbosity"] < 2:
             # Each in-process task logs a line of its own; the report below says it all.
-            logging.getLogger("skeldir.task").setLevel(logging.WARNING)
+            task_logger.setLevel(logging.WARNING)
+        try:
+            self._handle(**options)
+        finally:
+            task_logger.setLevel(level)
+
+    def _handle(self, **options):
         if options["count"] < 1 or options["concurrency"] < 1:
             raise CommandError("--count and --concurrency must be at least 1.")
         if options["max_cost_cents"] < 0:
