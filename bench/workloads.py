@@ -16,16 +16,8 @@ PSYCOPG_DEFAULT_PREPARE_THRESHOLD = 5
 ENDPOINT = "route"
 
 # The service's two statements, as `llm.services.record_api_call` and `add_to_monthly_costs`
-# send them; the monthly upsert is imported from there, so the baseline cannot drift from it.
+# send them; both are imported from there, so the baseline cannot drift from them.
 SET_TENANT_SQL = "SELECT set_config('app.current_tenant_id', %s, true)"
-INSERT_CALL_SQL = """
-    INSERT INTO llm_api_calls (tenant_id, endpoint, model, input_tokens, output_tokens,
-                               cost_cents, latency_ms, was_cached, request_id,
-                               correlation_id, request_metadata)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (tenant_id, request_id, endpoint) DO NOTHING
-    RETURNING id, created_at
-"""
 
 
 def planned_call(client: int, i: int) -> tuple[str, int]:
@@ -59,7 +51,7 @@ def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
     psycopg (server-side binding, statements prepared after five runs: psycopg's defaults,
     and the project's with DATABASE_PREPARED_STATEMENTS on), as the runtime role under RLS.
     No Django code on the path."""
-    from llm.services import ADD_TO_MONTHLY_COSTS_SQL
+    from llm.services import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL
 
     def make(client: int):
         raw = thread_connection()
@@ -75,7 +67,7 @@ def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
                 with raw.transaction():
                     cursor.execute(SET_TENANT_SQL, [tenant])
                     cursor.execute(
-                        INSERT_CALL_SQL,
+                        INSERT_API_CALL_SQL,
                         [tenant, ENDPOINT, model, 10, 16, cost, 80, False, f"{tag}:{client}:{i}", None, None],
                     )
                     row = cursor.fetchone()

@@ -80,6 +80,16 @@ class RecordedCall:
         return self.created_at.astimezone(datetime.UTC).date().replace(day=1)
 
 
+INSERT_API_CALL_SQL = """
+    INSERT INTO llm_api_calls (tenant_id, endpoint, model, input_tokens, output_tokens,
+                               cost_cents, latency_ms, was_cached, request_id,
+                               correlation_id, request_metadata)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (tenant_id, request_id, endpoint) DO NOTHING
+    RETURNING id, created_at
+"""
+
+
 def record_api_call(
     *,
     tenant_id: uuid.UUID,
@@ -97,14 +107,7 @@ def record_api_call(
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            """
-            INSERT INTO llm_api_calls (tenant_id, endpoint, model, input_tokens, output_tokens,
-                                       cost_cents, latency_ms, was_cached, request_id,
-                                       correlation_id, request_metadata)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (tenant_id, request_id, endpoint) DO NOTHING
-            RETURNING id, created_at
-            """,
+            INSERT_API_CALL_SQL,
             [
                 tenant_id,
                 endpoint,
