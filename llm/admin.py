@@ -11,16 +11,13 @@ from django.utils.html import format_html, format_html_join
 from django_celery_results.models import GroupResult, TaskResult
 
 from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost, Tenant
+from llm.money import format_cents
 from llm.services import create_tenant
 from skeldir.tenancy import INSPECTED_TENANT_SESSION_KEY
 
 NO_TENANT_SUBTITLE = (
     "No tenant chosen: this table shows nothing until you choose a tenant to inspect (Tenants page)."
 )
-
-
-def cents(amount: int) -> str:
-    return f"${amount / 100:,.2f}"
 
 
 class TenantScopedAdmin(admin.ModelAdmin):
@@ -116,7 +113,10 @@ def breakdown_table(breakdown: dict) -> str:
     rows = format_html_join(
         "",
         "<tr><td>{}</td><td style='text-align:right'>{}</td><td style='text-align:right'>{}</td></tr>",
-        ((model, entry["calls"], cents(entry["cost_cents"])) for model, entry in sorted(breakdown.items())),
+        (
+            (model, entry["calls"], format_cents(entry["cost_cents"]))
+            for model, entry in sorted(breakdown.items())
+        ),
     )
     return format_html(
         "<table class='model-breakdown'><thead><tr><th>model</th><th>calls</th><th>cost</th></tr></thead>"
@@ -135,7 +135,7 @@ class LLMMonthlyCostAdmin(ReadOnlyAdmin, TenantScopedAdmin):
 
     @admin.display(description="total cost", ordering="total_cost_cents")
     def total_cost(self, row: LLMMonthlyCost) -> str:
-        return cents(row.total_cost_cents)
+        return format_cents(row.total_cost_cents)
 
     @admin.display(description="model breakdown")
     def breakdown(self, row: LLMMonthlyCost) -> str:
@@ -161,7 +161,7 @@ class LLMApiCallAdmin(ReadOnlyAdmin, TenantScopedAdmin):
 
     @admin.display(description="cost", ordering="cost_cents")
     def cost(self, call: LLMApiCall) -> str:
-        return cents(call.cost_cents)
+        return format_cents(call.cost_cents)
 
 
 class JobAdmin(TenantScopedAdmin):
@@ -193,7 +193,7 @@ class InvestigationAdmin(JobAdmin):
 
     @admin.display(description="cost", ordering="cost_cents")
     def cost(self, job: Investigation) -> str:
-        return cents(job.cost_cents)
+        return format_cents(job.cost_cents)
 
 
 @admin.register(BudgetOptimizationJob)
@@ -202,7 +202,7 @@ class BudgetOptimizationJobAdmin(JobAdmin):
 
     @admin.display(description="cost", ordering="cost_cents")
     def cost(self, job: BudgetOptimizationJob) -> str:
-        return cents(job.cost_cents)
+        return format_cents(job.cost_cents)
 
 
 admin.site.site_header = "Skeldir LLM platform"

@@ -15,6 +15,7 @@ from django.db import connections
 
 from llm import selectors
 from llm.models import Tenant
+from llm.money import format_cents
 from llm.schemas import ENDPOINTS, Endpoint, LLMTaskPayload
 from llm.services import BATCH_ENDPOINTS, create_tenant
 from llm.tasks import LLM_TASKS, record_calls_batch, task_arguments
@@ -39,10 +40,6 @@ def example_prompt(endpoint: Endpoint, index: int) -> dict:
         "total_budget_cents": 1_000_000 + 10_000 * (index % 10),
         "channels": {"google_ads": 3.1, "meta_ads": 2.4, "tiktok_ads": 1.2, "email": 0.8},
     }
-
-
-def cents(amount: int) -> str:
-    return f"${amount / 100:,.2f}"
 
 
 class Command(BaseCommand):
@@ -233,7 +230,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{'kind':<22}{'recorded':>10}{'repeated':>10}{'failed':>8}{'cost':>12}")
         for kind in dict.fromkeys(k for k, _, _ in outcomes):
             self.stdout.write(
-                f"{kind:<22}{recorded[kind]:>10}{repeated[kind]:>10}{failed[kind]:>8}{cents(cost[kind]):>12}"
+                f"{kind:<22}{recorded[kind]:>10}{repeated[kind]:>10}{failed[kind]:>8}{format_cents(cost[kind]):>12}"
             )
         for kind, error in errors.items():
             self.stdout.write(self.style.ERROR(f"  {kind} failed: {error}"))
@@ -248,7 +245,7 @@ class Command(BaseCommand):
         if row is None:
             self.stdout.write("  no calls recorded this month")
             return
-        self.stdout.write(f"  {row.total_calls} calls, {cents(row.total_cost_cents)}")
+        self.stdout.write(f"  {row.total_calls} calls, {format_cents(row.total_cost_cents)}")
         self.stdout.write(f"  {'model':<16}{'calls':>8}{'cost':>12}")
         for model, entry in sorted(row.model_breakdown.items()):
-            self.stdout.write(f"  {model:<16}{entry['calls']:>8}{cents(entry['cost_cents']):>12}")
+            self.stdout.write(f"  {model:<16}{entry['calls']:>8}{format_cents(entry['cost_cents']):>12}")
