@@ -2,7 +2,6 @@
 in batches. Every workload's calls carry request ids `<tag>:<client>:<i>`, so the run can
 check afterwards that each figure recorded exactly the calls it counted."""
 
-import datetime
 import uuid
 
 import psycopg
@@ -31,10 +30,6 @@ def tenant_for(tenants: list[str], client: int, i: int) -> str:
     return tenants[(client * 7919 + i) % len(tenants)]
 
 
-def month_of(created_at: datetime.datetime) -> datetime.date:
-    return created_at.astimezone(datetime.UTC).date().replace(day=1)
-
-
 def thread_connection() -> psycopg.Connection:
     """This thread's database connection as plain psycopg: the one Django opens per thread.
 
@@ -51,7 +46,7 @@ def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
     psycopg (server-side binding, statements prepared after five runs: psycopg's defaults,
     and the project's with DATABASE_PREPARED_STATEMENTS on), as the runtime role under RLS.
     No Django code on the path."""
-    from llm.services import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL
+    from llm.services import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL, utc_month
 
     def make(client: int):
         raw = thread_connection()
@@ -74,7 +69,7 @@ def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
                     if row is not None:
                         breakdown = Jsonb({model: {"calls": 1, "cost_cents": cost}})
                         cursor.execute(
-                            ADD_TO_MONTHLY_COSTS_SQL, [tenant, month_of(row[1]), cost, 1, breakdown]
+                            ADD_TO_MONTHLY_COSTS_SQL, [tenant, utc_month(row[1]), cost, 1, breakdown]
                         )
             finally:
                 raw.prepare_threshold = threshold

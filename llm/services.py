@@ -76,8 +76,12 @@ class RecordedCall:
 
     @property
     def month(self) -> datetime.date:
-        """First day of the call's UTC month: the key of its monthly cost row."""
-        return self.created_at.astimezone(datetime.UTC).date().replace(day=1)
+        return utc_month(self.created_at)
+
+
+def utc_month(at: datetime.datetime) -> datetime.date:
+    """First day of the UTC month of `at`: the key of a call's monthly cost row."""
+    return at.astimezone(datetime.UTC).date().replace(day=1)
 
 
 INSERT_API_CALL_SQL = """
@@ -263,14 +267,8 @@ def _parse_prompt(model, prompt: dict):
         raise InvalidPayload.from_validation_error(error, what="prompt") from None
 
 
-def _record_stub_call(
-    payload: LLMTaskPayload,
-    endpoint: Endpoint,
-    *,
-    force_failure: bool,
-    record_job: Callable[[RecordedCall, LLMUsage, str], object] | None = None,
-) -> tuple[StubCall, object]:
-    """The unit of work every stub worker shares; see the module docstring."""
+def _stub_usage(payload: LLMTaskPayload, endpoint: Endpoint) -> tuple[LLMUsage, StubPromptOptions]:
+    """The stub's usage for this payload, checked against its cost cap before any write."""
     options = _parse_prompt(StubPromptOptions, payload.prompt)
     usage = stub_provider.usage_for(
         endpoint, payload.prompt, model=options.model, simulated_cost_cents=options.simulated_cost_cents
@@ -280,6 +278,18 @@ def _record_stub_call(
             f"The {endpoint} call would cost {usage.cost_cents} cents, over max_cost_cents "
             f"{payload.max_cost_cents}; nothing was recorded."
         )
+    return usage, options
+
+
+def _record_stub_call(
+    payload: LLMTaskPayload,
+    endpoint: Endpoint,
+    *,
+    force_failure: bool,
+    record_job: Callable[[RecordedCall, LLMUsage, str], object] | None = None,
+) -> tuple[StubCall, object]:
+    """The unit of work every stub worker shares; see the module docstring."""
+    usage, options = _stub_usage(payload, endpoint)
     if options.sleep_ms:
         time.sleep(options.sleep_ms / 1000)  # provider time, outside any transaction
     request_id = payload.request_id_for(endpoint)
@@ -692,9 +702,9 @@ def record_api_calls_batch(*, calls: Sequence[ApiCallToRecord]) -> RecordedBatch
                 inserted = _insert_new_api_calls(tenant_id=tenant_id, calls=tenant_calls)
                 months: dict[datetime.date, dict[str, ModelTotals]] = {}
                 for model, cost, created_at in inserted:
-                    # The UTC month, as RecordedCall.month has it. (Rows inserted by one
-                    # transaction share its now(), so this is one month; kept general.)
-                    month = created_at.astimezone(datetime.UTC).date().replace(day=1)
+                    # Rows inserted by one statement share its time, so this is one month;
+                    # kept general.
+                    month = utc_month(created_at)
                     breakdown = months.setdefault(month, {})
                     totals = breakdown.get(model, ModelTotals(0, 0))
                     breakdown[model] = ModelTotals(totals.calls + 1, totals.cost_cents + cost)
@@ -807,20 +817,11 @@ def record_stub_calls_batch(*, payloads: Sequence[LLMTaskPayload], endpoint: End
     calls = []
     for index, payload in enumerate(payloads):
         try:
-            options = _parse_prompt(StubPromptOptions, payload.prompt)
-            usage = stub_provider.usage_for(
-                endpoint,
-                payload.prompt,
-                model=options.model,
-                simulated_cost_cents=options.simulated_cost_cents,
-            )
+            usage, _ = _stub_usage(payload, endpoint)
+        except CostLimitExceeded as error:
+            raise CostLimitExceeded(f"payloads[{index}]: {error}") from None
         except InvalidPayload as error:
             raise InvalidBatch(f"Invalid batch: payloads[{index}]: {error}; nothing was recorded.") from None
-        if usage.cost_cents > payload.max_cost_cents:
-            raise CostLimitExceeded(
-                f"payloads[{index}]: the {endpoint} call would cost {usage.cost_cents} cents, over "
-                f"max_cost_cents {payload.max_cost_cents}; nothing was recorded."
-            )
         calls.append(
             ApiCallToRecord(
                 tenant_id=payload.tenant_id,

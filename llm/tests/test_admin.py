@@ -7,8 +7,8 @@ from django.contrib.auth import get_user_model
 from llm.api_keys import hash_api_key
 from llm.models import Investigation, LLMApiCall, LLMMonthlyCost, Tenant
 from llm.schemas import LLMTaskPayload
-from llm.services import route_request, run_investigation
-from llm.tests.factories import payload_data
+from llm.services import run_investigation
+from llm.tests.factories import payload_data, record_route_call
 from skeldir.tenancy import tenant_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,13 +24,7 @@ def staff_client(client):
 @pytest.fixture
 def two_tenants_with_calls(tenant_a, tenant_b):
     for tenant, model, request_id in ((tenant_a, "stub-small", "a-req"), (tenant_b, "stub-medium", "b-req")):
-        route_request(
-            LLMTaskPayload.parse(
-                payload_data(
-                    tenant.id, request_id=request_id, prompt={"model": model, "simulated_cost_cents": 42}
-                )
-            )
-        )
+        record_route_call(tenant, model=model, cost_cents=42, request_id=request_id)
     run_investigation(LLMTaskPayload.parse(payload_data(tenant_a.id, "investigation", request_id="a-inv")))
     return tenant_a, tenant_b
 

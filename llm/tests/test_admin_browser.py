@@ -10,9 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect, sync_playwright
 
-from llm.schemas import LLMTaskPayload
-from llm.services import route_request
-from llm.tests.factories import payload_data
+from llm.tests.factories import record_route_call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,25 +29,15 @@ CHROMIUM_ARGS = [
 ]
 
 
-def record(tenant, model: str, cost: int, request_id: str) -> None:
-    route_request(
-        LLMTaskPayload.parse(
-            payload_data(
-                tenant.id, request_id=request_id, prompt={"model": model, "simulated_cost_cents": cost}
-            )
-        )
-    )
-
-
 def test_staff_inspect_one_tenants_monthly_breakdown_in_a_real_browser(live_server, tenant_a, tenant_b):
     assert Path(CHROMIUM).exists(), (
         "Debian's chromium is missing: `./dev test` installs it (apt-get install chromium)"
     )
     get_user_model().objects.create_superuser("operator", "ops@example.com", "a-long-test-password")
-    record(tenant_a, "stub-small", 120, "a-route-1")
-    record(tenant_a, "stub-small", 30, "a-route-2")
-    record(tenant_a, "stub-large", 900, "a-route-3")
-    record(tenant_b, "stub-medium", 777, "b-secret-request")
+    record_route_call(tenant_a, model="stub-small", cost_cents=120, request_id="a-route-1")
+    record_route_call(tenant_a, model="stub-small", cost_cents=30, request_id="a-route-2")
+    record_route_call(tenant_a, model="stub-large", cost_cents=900, request_id="a-route-3")
+    record_route_call(tenant_b, model="stub-medium", cost_cents=777, request_id="b-secret-request")
     ARTIFACTS.mkdir(exist_ok=True)
 
     with sync_playwright() as playwright:

@@ -8,10 +8,8 @@ import pytest
 from django.db import connection
 
 from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost
-from llm.schemas import LLMTaskPayload
 from llm.selectors import current_utc_month
-from llm.services import route_request
-from llm.tests.factories import payload_data
+from llm.tests.factories import record_route_call
 from skeldir.tenancy import tenant_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,11 +25,7 @@ def post(client, path, body, **headers):
 
 def record_calls(tenant, count, *, model="stub-small", cost=5):
     for _ in range(count):
-        route_request(
-            LLMTaskPayload.parse(
-                payload_data(tenant.id, prompt={"model": model, "simulated_cost_cents": cost})
-            )
-        )
+        record_route_call(tenant, model=model, cost_cents=cost)
 
 
 @pytest.mark.django_db(transaction=False)

@@ -353,7 +353,7 @@ def test_the_batch_task_records_its_payloads_with_their_stub_usage_once(tenant_a
     [
         ({"max_cost_cents": -1}, {}, InvalidBatch, r"payloads\[1\]: .*max_cost_cents"),
         ({"unexpected": 1}, {}, InvalidBatch, r"payloads\[1\]: .*unexpected"),
-        ({"max_cost_cents": 0}, {}, CostLimitExceeded, r"payloads\[1\]: the route call would cost"),
+        ({"max_cost_cents": 0}, {}, CostLimitExceeded, r"payloads\[1\]: The route call would cost"),
         ({}, {"endpoint": "investigation"}, InvalidBatch, "cannot be batched"),
     ],
 )

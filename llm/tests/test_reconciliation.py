@@ -9,10 +9,9 @@ from django.db.models.functions import Now
 
 from llm import tasks
 from llm.models import Investigation, JobStatus, LLMMonthlyCost
-from llm.schemas import LLMTaskPayload
 from llm.selectors import current_utc_month
-from llm.services import route_request, sweep_stale_jobs
-from llm.tests.factories import create_tenant_row, payload_data
+from llm.services import sweep_stale_jobs
+from llm.tests.factories import create_tenant_row, record_route_call
 from skeldir.tenancy import tenant_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,11 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def record_calls(tenant, costs_by_model: dict[str, list[int]]) -> None:
     for model, costs in costs_by_model.items():
         for cost in costs:
-            route_request(
-                LLMTaskPayload.parse(
-                    payload_data(tenant.id, prompt={"model": model, "simulated_cost_cents": cost})
-                )
-            )
+            record_route_call(tenant, model=model, cost_cents=cost)
 
 
 def inject_drift_as_owner(tenant, sql: str, params=()) -> None:
