@@ -5,6 +5,9 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skeldir.settings")
+    from skeldir.embedded_database import use_embedded_database_unless_configured
+
+    use_embedded_database_unless_configured()
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

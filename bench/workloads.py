@@ -83,7 +83,7 @@ def service(*, tenants: list[str], tag: str) -> ClientFactory:
     """The service path a worker runs for one call: the validated payload into the route stub
     worker (usage, the tenant context, the two statements, the commit, the receipt), with
     the project's database settings as they are."""
-    from llm.schemas import LLMTaskPayload
+    from llm.payloads import LLMTaskPayload
     from llm.services import route_request
 
     def make(client: int):

@@ -10,10 +10,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django_celery_results.models import GroupResult, TaskResult
 
+from llm.middleware import INSPECTED_TENANT_SESSION_KEY
 from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost, Tenant
 from llm.money import format_cents
 from llm.services import create_tenant
-from skeldir.tenancy import INSPECTED_TENANT_SESSION_KEY
 
 NO_TENANT_SUBTITLE = (
     "No tenant chosen: this table shows nothing until you choose a tenant to inspect (Tenants page)."

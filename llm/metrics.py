@@ -32,7 +32,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from llm.schemas import ENDPOINTS, InvalidPayload
+from llm.payloads import ENDPOINTS, InvalidPayload
 from llm.stub_provider import PRICES_CENTS_PER_1K_TOKENS, LLMUsage
 
 logger = logging.getLogger(__name__)

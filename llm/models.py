@@ -6,6 +6,7 @@ UTC month of the call's database time. Money is integer cents.
 """
 
 import uuid
+from typing import ClassVar
 
 from django.contrib.postgres.functions import RandomUUID
 from django.db import models
@@ -130,70 +131,65 @@ class LLMMonthlyCost(models.Model):
         return f"{self.tenant_id} {self.month:%Y-%m}"
 
 
-class Investigation(models.Model):
-    """A bounded analyst-agent investigation answering one question."""
+class LLMJob(models.Model):
+    """What investigations and budget optimization jobs share: a request that runs one LLM
+    call and stores its outcome, pending -> running -> completed or failed."""
 
     id = _uuid_pk()
-    tenant = _tenant_fk("investigations")
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(db_default=Now(), editable=False)
     request_id = models.TextField()
-    query = models.TextField()
     status = models.TextField(
         choices=JobStatus.choices, default=JobStatus.PENDING, db_default=JobStatus.PENDING
     )
-    result = models.JSONField(null=True, blank=True)
     cost_cents = models.BigIntegerField(default=0, db_default=0)
+
+    # The JSON field holding the job's outcome, or {"error": reason} once it failed.
+    result_field: ClassVar[str]
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self._meta.verbose_name} {self.id} ({self.status})"
+
+
+def _job_constraints(table: str) -> list[models.BaseConstraint]:
+    return [
+        *_non_negative(table, "cost_cents"),
+        models.CheckConstraint(condition=Q(status__in=JobStatus.values), name=f"{table}_status_valid"),
+        models.UniqueConstraint(fields=["tenant", "request_id"], name=f"{table}_tenant_request_uniq"),
+    ]
+
+
+def _job_status_index(name: str) -> models.Index:
+    return models.Index("tenant", "status", models.F("created_at").desc(), name=name)
+
+
+class Investigation(LLMJob):
+    """A bounded analyst-agent investigation answering one question."""
+
+    tenant = _tenant_fk("investigations")
+    query = models.TextField()
+    result = models.JSONField(null=True, blank=True)
+
+    result_field = "result"
 
     class Meta:
         db_table = "investigations"
-        constraints = [
-            *_non_negative("investigations", "cost_cents"),
-            models.CheckConstraint(
-                condition=Q(status__in=JobStatus.values), name="investigations_status_valid"
-            ),
-            models.UniqueConstraint(
-                fields=["tenant", "request_id"], name="investigations_tenant_request_uniq"
-            ),
-        ]
-        indexes = [
-            models.Index(
-                "tenant", "status", models.F("created_at").desc(), name="investigations_tenant_status"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"investigation {self.id} ({self.status})"
+        constraints = _job_constraints("investigations")
+        indexes = [_job_status_index("investigations_tenant_status")]
 
 
-class BudgetOptimizationJob(models.Model):
+class BudgetOptimizationJob(LLMJob):
     """A deterministic budget allocation with an LLM-written synthesis."""
 
-    id = _uuid_pk()
     tenant = _tenant_fk("budget_optimization_jobs")
-    created_at = models.DateTimeField(db_default=Now(), editable=False)
-    updated_at = models.DateTimeField(db_default=Now(), editable=False)
-    request_id = models.TextField()
-    status = models.TextField(
-        choices=JobStatus.choices, default=JobStatus.PENDING, db_default=JobStatus.PENDING
-    )
     recommendations = models.JSONField(null=True, blank=True)
-    cost_cents = models.BigIntegerField(default=0, db_default=0)
+
+    result_field = "recommendations"
 
     class Meta:
         db_table = "budget_optimization_jobs"
-        constraints = [
-            *_non_negative("budget_optimization_jobs", "cost_cents"),
-            models.CheckConstraint(
-                condition=Q(status__in=JobStatus.values), name="budget_optimization_jobs_status_valid"
-            ),
-            models.UniqueConstraint(
-                fields=["tenant", "request_id"], name="budget_optimization_jobs_tenant_request_uniq"
-            ),
-        ]
-        indexes = [
-            models.Index("tenant", "status", models.F("created_at").desc(), name="budget_jobs_tenant_status"),
-        ]
-
-    def __str__(self) -> str:
-        return f"budget optimization {self.id} ({self.status})"
+        constraints = _job_constraints("budget_optimization_jobs")
+        indexes = [_job_status_index("budget_jobs_tenant_status")]

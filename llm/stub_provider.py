@@ -9,7 +9,7 @@ import json
 import zlib
 from dataclasses import dataclass
 
-from llm.schemas import Endpoint, InvalidPayload
+from llm.payloads import Endpoint, InvalidPayload
 
 # Cents per 1,000 tokens: (input, output).
 PRICES_CENTS_PER_1K_TOKENS: dict[str, tuple[int, int]] = {

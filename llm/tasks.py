@@ -1,4 +1,5 @@
-"""Celery tasks: thin. Validate the payload, call the service, return its result as JSON.
+"""Celery tasks: thin. The task base validates the payload once and names the run in the log;
+each task calls its service and returns the result as JSON.
 
 An invalid payload raises InvalidPayload at once: nothing is written and it is not retried.
 Transient database errors are retried with the same arguments and task id, so the request_id
@@ -8,23 +9,22 @@ the call is recorded once.
 
 import datetime
 import uuid
+from contextlib import suppress
 
 from celery import Task, shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 
 from llm import services
-from llm.schemas import Endpoint, InvalidPayload, LLMTaskPayload
-
-TASK_NAMES: dict[Endpoint, str] = {
-    "route": "llm.route",
-    "explanation": "llm.explanation",
-    "investigation": "llm.investigation",
-    "budget_optimization": "llm.budget_optimization",
-}
+from llm.payloads import TASK_NAMES, Endpoint, InvalidPayload, LLMTaskPayload
+from skeldir.logs import bind_log_context
+from skeldir.tenancy import parse_tenant_id
 
 
 class LLMTask(Task):
+    """Delivery options of every LLM task, and, for the tasks that take one LLM payload
+    (`endpoint` set), that payload validated once before the task body runs."""
+
     acks_late = True
     reject_on_worker_lost = True
     autoretry_for = (OperationalError, InterfaceError)
@@ -37,40 +37,65 @@ class LLMTask(Task):
     # the default 1,024 costs a per-call task ~30 us of CPU for a string nobody reads.
     resultrepr_maxsize = 100
 
+    endpoint: Endpoint | None = None
 
-def _run_stub(task: Task, endpoint: Endpoint, payload: object, force_failure: bool, **job) -> dict:
-    parsed = LLMTaskPayload.parse(payload, fallback_correlation_id=task.request.id)
-    if job.get("job_id") is not None:
-        job["job_id"] = _parse_job_id(job["job_id"])
-    result = services.STUB_WORKERS[endpoint](parsed, force_failure=force_failure, **job)
-    return result.model_dump(mode="json")
+    def __call__(self, *args, **kwargs):
+        if self.endpoint is None:
+            return self.run(*args, **kwargs)
+        payload, *rest = args
+        parsed = self.parse_payload(payload)
+        return self.run(parsed, *rest, **kwargs)
+
+    def parse_payload(self, payload: object) -> LLMTaskPayload:
+        """The payload validated, its ids bound to the run's log lines (the task_postrun
+        handler in skeldir.logs restores the context afterwards). A payload without ids uses
+        the task id, which a redelivery repeats, as its correlation id."""
+        try:
+            parsed = LLMTaskPayload.parse(payload, fallback_correlation_id=self.request.id)
+        except InvalidPayload:
+            if isinstance(payload, dict):  # name the tenant in the log, when it is well-formed
+                with suppress(ValueError):
+                    bind_log_context(tenant_id=parse_tenant_id(payload.get("tenant_id")))
+            raise
+        bind_log_context(
+            tenant_id=parsed.tenant_id,
+            correlation_id=parsed.correlation_id,
+            request_id=parsed.request_id_for(self.endpoint),
+        )
+        return parsed
 
 
-def _parse_job_id(value: object) -> uuid.UUID:
+def _job_id(value: object) -> uuid.UUID | None:
+    if value is None:
+        return None
     try:
         return uuid.UUID(str(value))
     except ValueError:
         raise InvalidPayload(f"Invalid job_id {value!r}: not a UUID") from None
 
 
-@shared_task(base=LLMTask, bind=True, name=TASK_NAMES["route"])
-def route(self, payload: dict, force_failure: bool = False) -> dict:
-    return _run_stub(self, "route", payload, force_failure)
+@shared_task(base=LLMTask, name=TASK_NAMES["route"], endpoint="route")
+def route(payload: LLMTaskPayload, force_failure: bool = False) -> dict:
+    return services.route_request(payload, force_failure=force_failure).model_dump(mode="json")
 
 
-@shared_task(base=LLMTask, bind=True, name=TASK_NAMES["explanation"])
-def explanation(self, payload: dict, force_failure: bool = False) -> dict:
-    return _run_stub(self, "explanation", payload, force_failure)
+@shared_task(base=LLMTask, name=TASK_NAMES["explanation"], endpoint="explanation")
+def explanation(payload: LLMTaskPayload, force_failure: bool = False) -> dict:
+    return services.generate_explanation(payload, force_failure=force_failure).model_dump(mode="json")
 
 
-@shared_task(base=LLMTask, bind=True, name=TASK_NAMES["investigation"])
-def investigation(self, payload: dict, force_failure: bool = False, job_id: str | None = None) -> dict:
-    return _run_stub(self, "investigation", payload, force_failure, job_id=job_id)
+@shared_task(base=LLMTask, name=TASK_NAMES["investigation"], endpoint="investigation")
+def investigation(payload: LLMTaskPayload, force_failure: bool = False, job_id: str | None = None) -> dict:
+    result = services.run_investigation(payload, force_failure=force_failure, job_id=_job_id(job_id))
+    return result.model_dump(mode="json")
 
 
-@shared_task(base=LLMTask, bind=True, name=TASK_NAMES["budget_optimization"])
-def budget_optimization(self, payload: dict, force_failure: bool = False, job_id: str | None = None) -> dict:
-    return _run_stub(self, "budget_optimization", payload, force_failure, job_id=job_id)
+@shared_task(base=LLMTask, name=TASK_NAMES["budget_optimization"], endpoint="budget_optimization")
+def budget_optimization(
+    payload: LLMTaskPayload, force_failure: bool = False, job_id: str | None = None
+) -> dict:
+    result = services.optimize_budget(payload, force_failure=force_failure, job_id=_job_id(job_id))
+    return result.model_dump(mode="json")
 
 
 LLM_TASKS: dict[Endpoint, Task] = {
@@ -79,30 +104,6 @@ LLM_TASKS: dict[Endpoint, Task] = {
     "investigation": investigation,
     "budget_optimization": budget_optimization,
 }
-
-
-def task_arguments(
-    endpoint: Endpoint,
-    payload: LLMTaskPayload,
-    *,
-    force_failure: bool = False,
-    job_id: uuid.UUID | None = None,
-) -> dict:
-    """JSON-only arguments for an LLM task, with the request_id made explicit."""
-    kwargs: dict = {"force_failure": True} if force_failure else {}
-    if job_id is not None:
-        kwargs["job_id"] = str(job_id)
-    return {"args": [payload.for_endpoint(endpoint).model_dump(mode="json")], "kwargs": kwargs}
-
-
-def enqueue_on_commit(
-    endpoint: Endpoint, payload: LLMTaskPayload, *, job_id: uuid.UUID | None = None
-) -> None:
-    """Send the task once the current transaction commits, so a worker always finds the job
-    row it is given. A broker failure then is logged, not raised: the job stays `pending`
-    and the stale-job sweeper fails it."""
-    arguments = task_arguments(endpoint, payload, job_id=job_id)
-    transaction.on_commit(lambda: LLM_TASKS[endpoint].apply_async(**arguments), robust=True)
 
 
 @shared_task(base=LLMTask, name="llm.reconcile_monthly_costs")

@@ -1,5 +1,10 @@
 from django.urls import path
 
 from llm.api import api
+from llm.metrics import metrics_view
 
-urlpatterns = [path("", api.urls)]
+urlpatterns = [
+    path("api/llm/", api.urls),
+    # The Prometheus scrape (no tenant, no tenant data).
+    path("metrics", metrics_view, name="metrics"),
+]

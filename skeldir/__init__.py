@@ -1,3 +1,1 @@
-from skeldir.celery import app as celery_app
-
-__all__ = ["celery_app"]
+"""The Django project: settings, the Celery app, URLs, tenancy, logs. It never imports the app `llm`."""

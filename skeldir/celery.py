@@ -1,12 +1,16 @@
-"""The Celery app: `celery -A skeldir worker -Q llm` and `celery -A skeldir beat`.
-Configuration is the CELERY_* part of the Django settings."""
+"""The Celery app: `celery -A skeldir worker -Q llm` and `celery -A skeldir beat` (Celery finds
+`skeldir.celery`). Configuration is the CELERY_* part of the Django settings. Django
+processes load it from `llm.apps`, so tasks they send use this app's broker."""
 
 import os
 
 from celery import Celery, signals
 from django.db import close_old_connections
 
+from skeldir.embedded_database import use_embedded_database_unless_configured
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skeldir.settings")
+use_embedded_database_unless_configured()
 
 app = Celery("skeldir")
 app.config_from_object("django.conf:settings", namespace="CELERY")

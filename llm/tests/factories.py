@@ -99,7 +99,7 @@ def payload_data(tenant_id, endpoint: str = "route", **overrides) -> dict:
 
 def record_route_call(tenant, *, model: str = "stub-small", cost_cents: int = 5, **overrides):
     """Record one route call for `tenant` the way the worker does, with a chosen model and cost."""
-    from llm.schemas import LLMTaskPayload
+    from llm.payloads import LLMTaskPayload
     from llm.services import route_request
 
     prompt = {"model": model, "simulated_cost_cents": cost_cents}

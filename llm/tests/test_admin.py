@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 
 from llm.api_keys import hash_api_key
 from llm.models import Investigation, LLMApiCall, LLMMonthlyCost, Tenant
-from llm.schemas import LLMTaskPayload
+from llm.payloads import LLMTaskPayload
 from llm.services import run_investigation
 from llm.tests.factories import payload_data, record_route_call
 from skeldir.tenancy import tenant_context

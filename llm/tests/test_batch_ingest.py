@@ -17,7 +17,7 @@ from django.db import DataError, connections
 
 from llm import stub_provider, tasks
 from llm.models import LLMApiCall, LLMMonthlyCost
-from llm.schemas import LLMTaskPayload
+from llm.payloads import LLMTaskPayload
 from llm.selectors import current_utc_month
 from llm.services import (
     BATCH_MAX_CALLS,

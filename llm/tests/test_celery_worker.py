@@ -10,7 +10,7 @@ import pytest
 
 from llm import stub_provider
 from llm.models import BudgetOptimizationJob, Investigation, JobStatus, LLMApiCall, LLMMonthlyCost
-from llm.schemas import LLMTaskPayload
+from llm.payloads import LLMTaskPayload
 from llm.selectors import current_utc_month
 from llm.tasks import LLM_TASKS
 from llm.tests.factories import payload_data

@@ -217,8 +217,9 @@ def test_web_health_check_probes_readiness(compose):
 
 @pytest.mark.parametrize("service", ["worker", "beat"])
 def test_worker_and_beat_run_the_projects_celery_app(compose, service):
-    from skeldir import celery_app
+    from celery.app.utils import find_app
 
+    celery_app = find_app("skeldir")  # what `celery -A skeldir` loads
     command = command_of(compose["services"][service])
     assert command[:3] == ["celery", "-A", "skeldir"]
     assert celery_app.main == "skeldir"

@@ -11,7 +11,7 @@ import pytest
 from django.db import connections
 
 from llm.models import LLMApiCall, LLMMonthlyCost
-from llm.schemas import LLMTaskPayload
+from llm.payloads import LLMTaskPayload
 from llm.selectors import current_utc_month
 from llm.services import STUB_WORKERS
 from llm.tests.factories import payload_data

@@ -15,6 +15,7 @@ from django.db import connection
 from kombu import Connection
 
 from llm import tasks
+from llm.payloads import LLMTaskPayload
 from llm.tests.factories import payload_data
 from skeldir.logs import (
     EMPTY_CONTEXT,
@@ -99,9 +100,9 @@ def test_a_failing_tasks_error_line_carries_the_ids_and_derived_request_id(tenan
     error = next(line for line in json_log() if line["level"] == "ERROR")
     assert error["logger"] == "celery.app.trace"
     assert "CostLimitExceeded" in error["message"]
-    expected_request_id = tasks.LLMTaskPayload.parse(
-        payload, fallback_correlation_id="task-log-2"
-    ).request_id_for("explanation")
+    expected_request_id = LLMTaskPayload.parse(payload, fallback_correlation_id="task-log-2").request_id_for(
+        "explanation"
+    )
     assert ids(error) == (str(tenant_a.id), expected_request_id, "task-log-2", "task-log-2")
 
 

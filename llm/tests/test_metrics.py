@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llm import metrics, services, tasks
 from llm.models import LLMMonthlyCost
-from llm.schemas import LLMTaskPayload
+from llm.payloads import LLMTaskPayload
 from llm.tests.factories import create_tenant_row, payload_data
 from llm.tests.workers import REDIS_URL, free_port, send, wait_for_calls
 

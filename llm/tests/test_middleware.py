@@ -4,10 +4,11 @@ import pytest
 from django.db import connection
 from django.test import RequestFactory
 
+from llm.middleware import TenantMiddleware
 from llm.models import LLMApiCall, LLMMonthlyCost
 from llm.selectors import current_utc_month
 from llm.tests.factories import create_tenant_row
-from skeldir.tenancy import TenantMiddleware, current_tenant_id
+from skeldir.tenancy import current_tenant_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

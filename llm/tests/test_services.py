@@ -6,7 +6,7 @@ from django.db import connections
 
 from llm import stub_provider
 from llm.models import BudgetOptimizationJob, Investigation, JobStatus, LLMApiCall, LLMMonthlyCost
-from llm.schemas import InvalidPayload, LLMTaskPayload
+from llm.payloads import InvalidPayload, LLMTaskPayload
 from llm.selectors import current_utc_month
 from llm.services import (
     STUB_WORKERS,

@@ -8,7 +8,7 @@ from django.db import OperationalError
 
 from llm import tasks
 from llm.models import LLMApiCall
-from llm.schemas import InvalidPayload, LLMTaskPayload
+from llm.payloads import InvalidPayload, LLMTaskPayload, task_arguments
 from llm.tests.factories import payload_data
 from skeldir.celery import app
 from skeldir.tenancy import tenant_context
@@ -43,7 +43,7 @@ def test_tasks_are_configured_for_at_least_once_delivery():
 @pytest.mark.parametrize("endpoint", list(tasks.LLM_TASKS))
 def test_each_task_records_its_call_and_returns_json(endpoint, tenant_a):
     payload = LLMTaskPayload.parse(payload_data(tenant_a.id, endpoint))
-    result = tasks.LLM_TASKS[endpoint].apply(**tasks.task_arguments(endpoint, payload))
+    result = tasks.LLM_TASKS[endpoint].apply(**task_arguments(endpoint, payload))
     assert result.successful(), result.traceback
     assert result.result["request_id"] == payload.request_id_for(endpoint)
     assert result.result["tenant_id"] == str(tenant_a.id)

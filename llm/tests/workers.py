@@ -17,8 +17,8 @@ from django.db import connection, connections
 from kombu import Connection
 
 from llm.models import LLMApiCall
-from llm.schemas import LLMTaskPayload
-from llm.tasks import LLM_TASKS, task_arguments
+from llm.payloads import LLMTaskPayload, task_arguments
+from llm.tasks import LLM_TASKS
 from skeldir.celery_broker import broker_url_for_database
 from skeldir.tenancy import tenant_context
 

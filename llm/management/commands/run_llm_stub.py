@@ -16,9 +16,9 @@ from django.db import connections
 from llm import selectors
 from llm.models import Tenant
 from llm.money import format_cents
-from llm.schemas import ENDPOINTS, Endpoint, LLMTaskPayload
+from llm.payloads import ENDPOINTS, Endpoint, LLMTaskPayload, task_arguments
 from llm.services import BATCH_ENDPOINTS, create_tenant
-from llm.tasks import LLM_TASKS, record_calls_batch, task_arguments
+from llm.tasks import LLM_TASKS, record_calls_batch
 from skeldir.tenancy import tenant_context
 
 DEMO_TENANT_NAME = "Demo tenant"

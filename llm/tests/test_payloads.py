@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from llm.schemas import InvalidPayload, LLMTaskPayload
+from llm.payloads import InvalidPayload, LLMTaskPayload
 
 TENANT = uuid.UUID("11111111-2222-3333-4444-555555555555")
 

@@ -1,5 +1,6 @@
-"""Pydantic contracts: the payload every LLM task takes, the prompts the job kinds need, and
-what each task returns. Payloads travel as JSON (`model_dump(mode="json")`)."""
+"""Task payload contracts (pydantic): what every LLM task takes, the prompts the job kinds
+need, what each task returns, and the tasks' stable names. Payloads travel as JSON
+(`model_dump(mode="json")`); `task_arguments` builds a task's message arguments from one."""
 
 import uuid
 from typing import Annotated, Any, Literal
@@ -18,6 +19,13 @@ from pydantic import (
 
 Endpoint = Literal["route", "explanation", "investigation", "budget_optimization"]
 ENDPOINTS: tuple[Endpoint, ...] = ("route", "explanation", "investigation", "budget_optimization")
+# Stable names: messages already queued keep finding their task across releases.
+TASK_NAMES: dict[Endpoint, str] = {
+    "route": "llm.route",
+    "explanation": "llm.explanation",
+    "investigation": "llm.investigation",
+    "budget_optimization": "llm.budget_optimization",
+}
 
 # A fixed namespace, so a derived request_id is the same on every machine and every retry.
 REQUEST_ID_NAMESPACE = uuid.UUID("5b1f2f4e-7d1c-4f37-9a57-0f6a9e3c2d10")
@@ -78,6 +86,20 @@ class LLMTaskPayload(BaseModel):
     def for_endpoint(self, endpoint: Endpoint) -> "LLMTaskPayload":
         """This payload with its request_id made explicit, as it should be enqueued."""
         return self.model_copy(update={"request_id": self.request_id_for(endpoint)})
+
+
+def task_arguments(
+    endpoint: Endpoint,
+    payload: "LLMTaskPayload",
+    *,
+    force_failure: bool = False,
+    job_id: uuid.UUID | None = None,
+) -> dict:
+    """JSON-only `apply_async` arguments for an LLM task, with the request_id made explicit."""
+    kwargs: dict = {"force_failure": True} if force_failure else {}
+    if job_id is not None:
+        kwargs["job_id"] = str(job_id)
+    return {"args": [payload.for_endpoint(endpoint).model_dump(mode="json")], "kwargs": kwargs}
 
 
 class StubPromptOptions(BaseModel):

@@ -2,28 +2,41 @@
 
 django-ninja because its request and response contracts are pydantic models, like the task
 payloads, and it serves the OpenAPI document from them. Authentication is the tenant API key,
-already checked by `skeldir.tenancy.TenantMiddleware`, which runs the whole request inside the
+already checked by `llm.middleware.TenantMiddleware`, which runs the whole request inside the
 tenant's context: every query here is sealed by row-level security.
 """
 
 import datetime
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
-from ninja import Field, Header, NinjaAPI, Query, Schema, Status
+from ninja import NinjaAPI, Query, Status
 from ninja.errors import AuthenticationError
 from ninja.errors import ValidationError as RequestValidationError
 from ninja.security import HttpBearer
-from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
 
 from llm import metrics, selectors, services
+from llm.api.schemas import (
+    Accepted,
+    BudgetOptimizationOut,
+    BudgetOptimizationRequest,
+    CallPage,
+    Error,
+    IdempotencyKey,
+    InvestigationOut,
+    InvestigationRequest,
+    JobAccepted,
+    LLMCallRequest,
+    MonthCostsOut,
+    RequestBody,
+)
 from llm.models import BudgetOptimizationJob, Investigation
-from llm.schemas import InvalidPayload
+from llm.payloads import InvalidPayload
 
 
 class TenantAPIKey(HttpBearer):
@@ -45,112 +58,6 @@ api = NinjaAPI(
     openapi_url="/openapi.json",
     docs_url="/docs",
 )
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        None,
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Becomes the request_id: a retry with the same key records nothing twice.",
-    ),
-]
-MaxCostCents = Annotated[StrictInt, Field(ge=0, description="Cost cap for the call, in cents.")]
-
-
-class RequestBody(Schema):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class InvestigationRequest(RequestBody):
-    question: Annotated[StrictStr, Field(min_length=1, max_length=2_000)]
-    max_cost_cents: MaxCostCents | None = None
-
-
-class BudgetOptimizationRequest(RequestBody):
-    total_budget_cents: Annotated[StrictInt, Field(gt=0)]
-    channels: Annotated[
-        dict[
-            Annotated[StrictStr, Field(min_length=1, max_length=100)],
-            Annotated[StrictInt | StrictFloat, Field(ge=0)],
-        ],
-        Field(
-            min_length=1, max_length=50, description="Channel name -> performance score; budget follows it."
-        ),
-    ]
-    max_cost_cents: MaxCostCents | None = None
-
-
-class LLMCallRequest(RequestBody):
-    prompt: dict[str, Any]
-    max_cost_cents: MaxCostCents | None = None
-
-
-class Accepted(Schema):
-    request_id: str
-    status: str = "pending"
-
-
-class JobAccepted(Accepted):
-    job_id: uuid.UUID
-    status_url: str
-
-
-class JobOut(Schema):
-    id: uuid.UUID
-    request_id: str
-    status: Literal["pending", "running", "completed", "failed"]
-    created_at: datetime.datetime
-    updated_at: datetime.datetime
-    cost_cents: int
-
-
-class InvestigationOut(JobOut):
-    query: str
-    result: dict[str, Any] | None
-
-
-class BudgetOptimizationOut(JobOut):
-    recommendations: dict[str, Any] | None
-
-
-class ModelCost(Schema):
-    calls: int
-    cost_cents: int
-
-
-class MonthCostsOut(Schema):
-    tenant_id: uuid.UUID
-    month: datetime.date
-    total_cost_cents: int
-    total_calls: int
-    model_breakdown: dict[str, ModelCost]
-
-
-class CallOut(Schema):
-    id: uuid.UUID
-    created_at: datetime.datetime
-    endpoint: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cost_cents: int
-    latency_ms: int
-    was_cached: bool
-    request_id: str
-    correlation_id: str | None
-
-
-class CallPage(Schema):
-    items: list[CallOut]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
-
-
-class Error(Schema):
-    error: str
-    fields: dict[str, str] | None = None
 
 
 def _rejected(request: HttpRequest, exc: Exception, status: int, message: str, fields: dict | None = None):
