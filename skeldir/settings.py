@@ -106,15 +106,41 @@ DATABASES = {"default": database_from_url("DATABASE_URL")}
 if env("DATABASE_OWNER_URL", default=""):
     DATABASES["owner"] = database_from_url("DATABASE_OWNER_URL")
 
+
+def prepared_statements_enabled(value: str, *, database_url: str) -> bool:
+    """DATABASE_PREPARED_STATEMENTS: `true`/`false` as given; unset (or `auto`): on only for
+    the embedded server, which this process starts and reaches directly.
+
+    Named prepared statements live in a server session. Behind a transaction-mode pooler
+    (PgBouncer before 1.21, or without max_prepared_statements) each transaction may run on
+    another client's session, so statements collide or go missing and requests fail. Any
+    DATABASE_URL may name such a pooler, and nothing on the wire tells: off unless the
+    deployment says the connection is direct or session-pooled.
+    """
+    value = value.strip().lower()
+    if value in ("", "auto"):
+        return not database_url
+    if value in ("true", "on", "yes", "1"):
+        return True
+    if value in ("false", "off", "no", "0"):
+        return False
+    raise ImproperlyConfigured(f"DATABASE_PREPARED_STATEMENTS must be true, false or auto, not {value!r}")
+
+
 # Bind parameters on the server and let psycopg prepare the statements that repeat, so
 # PostgreSQL stops parsing and planning the same few statements for every LLM call
-# (BENCHMARKS.md). Named prepared statements need session pooling, or PgBouncer >= 1.21 with
-# max_prepared_statements: behind an older transaction-mode pooler set this to false.
-DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+# (BENCHMARKS.md). Off: Django's defaults, parameters bound on the client, nothing prepared.
+DATABASE_PREPARED_STATEMENTS = prepared_statements_enabled(
+    env("DATABASE_PREPARED_STATEMENTS", default=""), database_url=env("DATABASE_URL", default="")
+)
 
 for _alias in DATABASES.values():
     _alias["CONN_MAX_AGE"] = CONN_MAX_AGE
     _alias["CONN_HEALTH_CHECKS"] = True
+    # .iterator() outside a transaction declares a cursor WITH HOLD, which lives in the server
+    # session: behind a transaction pooler its next FETCH may reach another session. Fetch
+    # whole results instead (the one .iterator() walks tenant ids).
+    _alias["DISABLE_SERVER_SIDE_CURSORS"] = True
     if DATABASE_PREPARED_STATEMENTS:
         _alias.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 if "owner" in DATABASES:
@@ -152,7 +178,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING above
 # keep it above the task time limit so a slow task is never run twice at once.
 # (kombu's SQLAlchemy transport passes its options to create_engine instead.)
 CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {"pool_pre_ping": True}
+    # psycopg prepares repeated statements by default (SQLAlchemy keeps that): the same
+    # decision as for Django's connections, since this broker shares their database URL.
+    {
+        "pool_pre_ping": True,
+        "connect_args": {"prepare_threshold": 5 if DATABASE_PREPARED_STATEMENTS else None},
+    }
     if CELERY_BROKER_URL.startswith("sqla+")
     else {
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),

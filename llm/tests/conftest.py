@@ -106,3 +106,31 @@ def start_worker(tmp_path):
     # database would stop the test runner from dropping it.
     for engine, _ in SQLAlchemyChannel._engines.values():
         engine.dispose()
+
+
+@pytest.fixture
+def start_gunicorn(tmp_path):
+    """Start real gunicorn servers (see workers.Gunicorn); all are stopped afterwards."""
+    from llm.tests.workers import Gunicorn
+
+    servers = []
+
+    def start(*options: str, **env: str | None) -> Gunicorn:
+        servers.append(Gunicorn(tmp_path, *options, **env))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def pgbouncer(django_db_setup, tmp_path):
+    """A real PgBouncer in transaction mode in front of the test database (see pgbouncer.py)."""
+    from llm.tests.pgbouncer import PGBOUNCER, PgBouncer
+
+    if PGBOUNCER is None:
+        pytest.skip("the pgbouncer binary is missing: `./dev test` installs Debian's pgbouncer package")
+    bouncer = PgBouncer(tmp_path)
+    yield bouncer
+    bouncer.stop()

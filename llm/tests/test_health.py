@@ -2,13 +2,6 @@
 with the compose file's web command, against the test database and against a dead port."""
 
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -16,9 +9,6 @@ from django.test import override_settings
 
 from llm.tests.workers import database_url, free_port
 from skeldir import health
-
-BASE_DIR = Path(settings.BASE_DIR)
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
 
 @pytest.fixture(autouse=True)
@@ -93,58 +83,6 @@ def test_the_runtime_role_passes_the_row_level_security_check():
 
 
 # --- a real gunicorn, as docker-compose.yml runs it -----------------------------------------
-
-
-class Gunicorn:
-    def __init__(self, log_dir: Path, **env: str):
-        self.port = free_port()
-        self.log = log_dir / f"gunicorn-{self.port}.log"
-        self.process = subprocess.Popen(
-            [GUNICORN, "--config", "docker/gunicorn.conf.py", "--workers", "2",
-             "--bind", f"127.0.0.1:{self.port}", "skeldir.wsgi:application"],
-            cwd=BASE_DIR, env={**os.environ, "DJANGO_SECRET_KEY": "test", **env},
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while self.get("/healthz")[0] != 200:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"gunicorn did not come up:\n{self.output()[-4000:]}")
-            time.sleep(0.2)
-
-    def get(self, path: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read(), dict(response.headers)
-        except urllib.error.HTTPError as error:
-            return error.code, error.read(), dict(error.headers)
-        except OSError:
-            return 0, b"", {}
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def start_gunicorn(tmp_path):
-    servers = []
-
-    def start(**env: str) -> Gunicorn:
-        servers.append(Gunicorn(tmp_path, **env))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def test_gunicorn_answers_503_with_a_short_reason_when_the_database_is_unreachable(start_gunicorn, tmp_path):

@@ -1,12 +1,16 @@
-"""Real `celery worker` processes for tests: started against the test database and a real
-broker (the PostgreSQL transport, or Redis when CELERY_BROKER_URL names one)."""
+"""Real `celery worker` and `gunicorn` processes for tests, started against the test database;
+workers with a real broker (the PostgreSQL transport, or Redis when CELERY_BROKER_URL names
+one)."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -23,6 +27,7 @@ from skeldir.celery_broker import broker_url_for_database
 from skeldir.tenancy import tenant_context
 
 BASE_DIR = Path(settings.BASE_DIR)
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 REDIS_URL = os.environ.get("CELERY_BROKER_URL", "")
 REDIS_ONLY = pytest.mark.skipif(
     not REDIS_URL.startswith("redis"), reason="CELERY_BROKER_URL does not name a Redis server"
@@ -33,13 +38,13 @@ BROKERS = [
 ]
 
 
-def database_url(alias: str) -> str:
+def database_url(alias: str, *, host: str | None = None, port: int | None = None) -> str:
+    """The alias's connection as a URL; `host` and `port` replace its server's (a pooler's)."""
     db = connections[alias].settings_dict  # NAME is the test database's by now
     user = quote(db["USER"], safe="")
     password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
-    return (
-        f"postgresql://{user}{password}@{quote(db['HOST'] or '', safe='')}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
+    host = quote(db["HOST"] or "", safe="") if host is None else host
+    return f"postgresql://{user}{password}@{host}:{port or db['PORT'] or 5432}/{db['NAME']}"
 
 
 def broker_url(broker: str) -> str:
@@ -114,3 +119,58 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class Gunicorn:
+    """The web service as docker-compose.yml runs it (`options` add to its command line; a
+    variable given as None is removed from the environment)."""
+
+    def __init__(self, log_dir: Path, *options: str, **env: str | None):
+        environment = {**os.environ, "DJANGO_SECRET_KEY": "test", **env}
+        environment = {name: value for name, value in environment.items() if value is not None}
+        self.port = free_port()
+        self.log = log_dir / f"gunicorn-{self.port}.log"
+        self.process = subprocess.Popen(
+            [GUNICORN, "--config", "docker/gunicorn.conf.py", "--workers", "2", *options,
+             "--bind", f"127.0.0.1:{self.port}", "skeldir.wsgi:application"],
+            cwd=BASE_DIR, env=environment,
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while self.get("/healthz")[0] != 200:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"gunicorn did not come up:\n{self.output()[-4000:]}")
+            time.sleep(0.2)
+
+    def get(self, path: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
+        return self.request("GET", path, headers)
+
+    def request(
+        self, method: str, path: str, headers: dict | None = None, body: object = None
+    ) -> tuple[int, bytes, dict]:
+        """(status, body, headers); status 0 when no answer came."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            method=method,
+            headers={**(headers or {}), **({"Content-Type": "application/json"} if body is not None else {})},
+            data=None if body is None else json.dumps(body).encode(),
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), dict(error.headers)
+        except OSError:
+            return 0, b"", {}
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
