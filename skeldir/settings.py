@@ -11,6 +11,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from skeldir.celery_broker import broker_url_for_database
+from skeldir.embedded_database import EMBEDDED_ADDRESS_VARIABLE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -107,19 +108,19 @@ if env("DATABASE_OWNER_URL", default=""):
     DATABASES["owner"] = database_from_url("DATABASE_OWNER_URL")
 
 
-def prepared_statements_enabled(value: str, *, database_url: str) -> bool:
-    """DATABASE_PREPARED_STATEMENTS: `true`/`false` as given; unset (or `auto`): on only for
-    the embedded server, which this process starts and reaches directly.
+def prepared_statements_enabled(value: str, *, direct: bool) -> bool:
+    """DATABASE_PREPARED_STATEMENTS: `true`/`false` as given; unset (or `auto`): on only when
+    the connection is `direct`, i.e. to the embedded server this project started itself.
 
     Named prepared statements live in a server session. Behind a transaction-mode pooler
     (PgBouncer before 1.21, or without max_prepared_statements) each transaction may run on
     another client's session, so statements collide or go missing and requests fail. Any
-    DATABASE_URL may name such a pooler, and nothing on the wire tells: off unless the
+    other DATABASE_URL may name such a pooler, and nothing on the wire tells: off unless the
     deployment says the connection is direct or session-pooled.
     """
     value = value.strip().lower()
     if value in ("", "auto"):
-        return not database_url
+        return direct
     if value in ("true", "on", "yes", "1"):
         return True
     if value in ("false", "off", "no", "0"):
@@ -131,7 +132,9 @@ def prepared_statements_enabled(value: str, *, database_url: str) -> bool:
 # PostgreSQL stops parsing and planning the same few statements for every LLM call
 # (BENCHMARKS.md). Off: Django's defaults, parameters bound on the client, nothing prepared.
 DATABASE_PREPARED_STATEMENTS = prepared_statements_enabled(
-    env("DATABASE_PREPARED_STATEMENTS", default=""), database_url=env("DATABASE_URL", default="")
+    env("DATABASE_PREPARED_STATEMENTS", default=""),
+    direct=env(EMBEDDED_ADDRESS_VARIABLE, default="")
+    == f"{DATABASES['default']['HOST']}:{DATABASES['default']['PORT']}",
 )
 
 for _alias in DATABASES.values():

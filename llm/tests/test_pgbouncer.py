@@ -24,6 +24,7 @@ from django.db.backends.postgresql.base import DatabaseWrapper
 
 from llm.models import LLMApiCall, Tenant
 from llm.tests.factories import api_call_fields, record_route_call
+from skeldir.embedded_database import EMBEDDED_ADDRESS_VARIABLE
 from skeldir.tenancy import current_tenant_id, tenant_context
 
 POOLED = "pooled"
@@ -32,6 +33,7 @@ PROJECT_VARIABLES = (
     "DATABASE_OWNER_URL",
     "DATABASE_PREPARED_STATEMENTS",
     "CELERY_BROKER_URL",
+    EMBEDDED_ADDRESS_VARIABLE,
 )
 
 
@@ -59,36 +61,30 @@ def uses_prepared_statements(config: dict) -> bool:
 # --- which connections get named prepared statements ------------------------------------------
 
 DEPLOYMENT_URL = "postgresql://skeldir_app:secret@db.example:6432/skeldir"
+# What the entry points set for the embedded server (skeldir/embedded_database.py): its URL,
+# and its address as the mark of a connection known to be direct.
+EMBEDDED_URL = "postgresql://skeldir_app@%2Frun%2Fembedded:5433/skeldir"
+EMBEDDED = {"DATABASE_URL": EMBEDDED_URL, EMBEDDED_ADDRESS_VARIABLE: "/run/embedded:5433"}
+# The same socket directory on another port: a pooler beside the embedded server, say.
+BESIDE_EMBEDDED = {**EMBEDDED, "DATABASE_URL": "postgresql://skeldir_app@%2Frun%2Fembedded:6432/skeldir"}
 
 
 @pytest.mark.parametrize(
-    ("database_url", "variable", "prepared"),
+    ("env", "variable", "prepared"),
     [
-        pytest.param(None, None, True, id="embedded-unset"),
-        pytest.param(None, "false", False, id="embedded-false"),
-        pytest.param(DEPLOYMENT_URL, None, False, id="url-unset"),
-        pytest.param(DEPLOYMENT_URL, "auto", False, id="url-auto"),
-        pytest.param(DEPLOYMENT_URL, "true", True, id="url-true"),
-        pytest.param(DEPLOYMENT_URL, "false", False, id="url-false"),
+        pytest.param(EMBEDDED, None, True, id="embedded-unset"),
+        pytest.param(EMBEDDED, "false", False, id="embedded-false"),
+        pytest.param(BESIDE_EMBEDDED, None, False, id="not-the-embedded-address"),
+        pytest.param({"DATABASE_URL": DEPLOYMENT_URL}, None, False, id="url-unset"),
+        pytest.param({"DATABASE_URL": DEPLOYMENT_URL}, "auto", False, id="url-auto"),
+        pytest.param({"DATABASE_URL": DEPLOYMENT_URL}, "true", True, id="url-true"),
+        pytest.param({"DATABASE_URL": DEPLOYMENT_URL}, "false", False, id="url-false"),
     ],
 )
 def test_prepared_statements_only_where_the_connection_is_known_direct_or_said_to_be_safe(
-    monkeypatch, database_url, variable, prepared
+    monkeypatch, env, variable, prepared
 ):
-    import skeldir.embedded_database
-
-    # The embedded server's start-up is not what is tested here (and must not start a second
-    # server in a run against DATABASE_URL): its connection settings stand in for it.
-    monkeypatch.setattr(
-        skeldir.embedded_database,
-        "embedded_database_settings",
-        lambda data_dir: {
-            alias: {"ENGINE": "django.db.backends.postgresql", "NAME": "skeldir", "HOST": "/run/embedded",
-                    "PORT": "5432", "USER": user, "PASSWORD": ""}
-            for alias, user in (("default", "skeldir_app"), ("owner", "skeldir_owner"))
-        },
-    )  # fmt: skip
-    env = {"DATABASE_URL": database_url} if database_url else {}
+    env = dict(env)
     if variable is not None:
         env["DATABASE_PREPARED_STATEMENTS"] = variable
     project = project_settings(monkeypatch, **env)
