@@ -2,9 +2,10 @@
 by this process, results read back from the Redis result backend.
 
 A figure is N tasks published at once and the time until the last one's result is stored
-(its `date_done`), from the first publish. The no-op task and the LLM tasks go through the
-same broker, workers and result backend, in alternating rounds, so they share the machine's
-background load too.
+(its `date_done`), from the first publish. The no-op task, the raw-SQL task (the baseline
+`llm.route` is judged against) and the LLM tasks go through the same broker, workers and
+result backend, in alternating rounds (bench.run), so they share the machine's background
+load too. The tasks are bench.celery_app's.
 """
 
 import datetime

@@ -3,6 +3,7 @@ in batches. Every workload's calls carry request ids `<tag>:<client>:<i>`, so th
 check afterwards that each figure recorded exactly the calls it counted."""
 
 import uuid
+from collections.abc import Callable
 
 import psycopg
 from django.db import connection, connections
@@ -41,36 +42,70 @@ def thread_connection() -> psycopg.Connection:
     return connection.connection
 
 
+# What the raw SQL baseline records for a call's usage (the stub worker derives these from
+# the prompt; the statements are the same whatever the numbers).
+RAW_INPUT_TOKENS, RAW_OUTPUT_TOKENS, RAW_LATENCY_MS = 10, 16, 80
+
+# record(cursor, tenant=, model=, cost=, request_id=, correlation_id=) -> (id, created_at) of
+# the new call row, or None when (tenant, request_id, endpoint) was already recorded.
+RawRecorder = Callable[..., tuple | None]
+
+
+def raw_recorder() -> RawRecorder:
+    """The baseline's unit of work on a plain psycopg cursor, no Django code on the path:
+    BEGIN, the tenant GUC, the call row, the monthly upsert with its jsonb breakdown, COMMIT.
+    Shared by the per-call baseline here and the raw Celery task (bench.celery_app)."""
+    from llm.services import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL, utc_month
+
+    def record(
+        cursor: psycopg.Cursor,
+        *,
+        tenant: str,
+        model: str,
+        cost: int,
+        request_id: str,
+        correlation_id: str | None = None,
+    ) -> tuple | None:
+        with cursor.connection.transaction():
+            cursor.execute(SET_TENANT_SQL, [tenant])
+            cursor.execute(
+                INSERT_API_CALL_SQL,
+                [tenant, ENDPOINT, model, RAW_INPUT_TOKENS, RAW_OUTPUT_TOKENS, cost, RAW_LATENCY_MS,
+                 False, request_id, correlation_id, None],
+            )  # fmt: skip
+            row = cursor.fetchone()
+            if row is not None:
+                breakdown = Jsonb({model: {"calls": 1, "cost_cents": cost}})
+                cursor.execute(ADD_TO_MONTHLY_COSTS_SQL, [tenant, utc_month(row[1]), cost, 1, breakdown])
+        return row
+
+    return record
+
+
 def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
     """The per-call floor: BEGIN, the GUC set, the two statements and COMMIT through plain
     psycopg (server-side binding, statements prepared after five runs: psycopg's defaults,
     and the project's with DATABASE_PREPARED_STATEMENTS on), as the runtime role under RLS.
     No Django code on the path."""
-    from llm.services import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL, utc_month
+    record = raw_recorder()
 
     def make(client: int):
         raw = thread_connection()
         cursor = psycopg.Cursor(raw)
 
         def op(i: int) -> None:
-            tenant = tenant_for(tenants, client, i)
             model, cost = planned_call(client, i)
             # The connection is shared with the service workloads: psycopg's default threshold
             # for this op only, whatever the settings gave the connection.
             threshold, raw.prepare_threshold = raw.prepare_threshold, PSYCOPG_DEFAULT_PREPARE_THRESHOLD
             try:
-                with raw.transaction():
-                    cursor.execute(SET_TENANT_SQL, [tenant])
-                    cursor.execute(
-                        INSERT_API_CALL_SQL,
-                        [tenant, ENDPOINT, model, 10, 16, cost, 80, False, f"{tag}:{client}:{i}", None, None],
-                    )
-                    row = cursor.fetchone()
-                    if row is not None:
-                        breakdown = Jsonb({model: {"calls": 1, "cost_cents": cost}})
-                        cursor.execute(
-                            ADD_TO_MONTHLY_COSTS_SQL, [tenant, utc_month(row[1]), cost, 1, breakdown]
-                        )
+                record(
+                    cursor,
+                    tenant=tenant_for(tenants, client, i),
+                    model=model,
+                    cost=cost,
+                    request_id=f"{tag}:{client}:{i}",
+                )
             finally:
                 raw.prepare_threshold = threshold
 
