@@ -72,7 +72,8 @@ def service_ops(hot: list[str], run: str) -> dict[str, Callable[[int], object]]:
     from psycopg.types.json import Jsonb
 
     from bench import workloads
-    from llm.services import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL, utc_month
+    from llm.services import utc_month
+    from llm.sql import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL
 
     tenant = hot[0]
 

@@ -55,7 +55,8 @@ def raw_recorder() -> RawRecorder:
     """The baseline's unit of work on a plain psycopg cursor, no Django code on the path:
     BEGIN, the tenant GUC, the call row, the monthly upsert with its jsonb breakdown, COMMIT.
     Shared by the per-call baseline here and the raw Celery task (bench.celery_app)."""
-    from llm.services import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL, utc_month
+    from llm.services import utc_month
+    from llm.sql import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL
 
     def record(
         cursor: psycopg.Cursor,
