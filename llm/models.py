@@ -33,6 +33,11 @@ def _non_negative(table: str, *fields: str) -> list[models.CheckConstraint]:
     ]
 
 
+def new_request_id() -> str:
+    """A job created without a client's request_id (the ORM, the admin) still gets a unique one."""
+    return str(uuid.uuid4())
+
+
 class JobStatus(models.TextChoices):
     PENDING = "pending"
     RUNNING = "running"
@@ -138,7 +143,7 @@ class LLMJob(models.Model):
     id = _uuid_pk()
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(db_default=Now(), editable=False)
-    request_id = models.TextField()
+    request_id = models.TextField(default=new_request_id)
     status = models.TextField(
         choices=JobStatus.choices, default=JobStatus.PENDING, db_default=JobStatus.PENDING
     )
@@ -158,6 +163,7 @@ def _job_constraints(table: str) -> list[models.BaseConstraint]:
     return [
         *_non_negative(table, "cost_cents"),
         models.CheckConstraint(condition=Q(status__in=JobStatus.values), name=f"{table}_status_valid"),
+        models.CheckConstraint(condition=Q(request_id__regex=r"\S"), name=f"{table}_request_id_not_blank"),
         models.UniqueConstraint(fields=["tenant", "request_id"], name=f"{table}_tenant_request_uniq"),
     ]
 

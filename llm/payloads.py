@@ -2,10 +2,12 @@
 need, what each task returns, and the tasks' stable names. Payloads travel as JSON
 (`model_dump(mode="json")`); `task_arguments` builds a task's message arguments from one."""
 
+import math
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,19 +32,86 @@ TASK_NAMES: dict[Endpoint, str] = {
 # A fixed namespace, so a derived request_id is the same on every machine and every retry.
 REQUEST_ID_NAMESPACE = uuid.UUID("5b1f2f4e-7d1c-4f37-9a57-0f6a9e3c2d10")
 
+BIGINT_MAX = 2**63 - 1
+# Bounds that keep every amount far inside a bigint column and exact as a float.
+MAX_COST_CENTS = 10**11  # $1,000,000,000: a per-call cap above it means "no cap"
+MAX_BUDGET_CENTS = 10**12
+MAX_CHANNEL_SCORE = 10**9
+MAX_PROMPT_DEPTH = 16
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text (and jsonb) cannot hold U+0000: refused here, never by the database later.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+    return value
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """A prompt is JSON any part of the system can store and send: strings and keys without
+    NUL, finite numbers, integers that fit a bigint, nesting at most MAX_PROMPT_DEPTH."""
+    if depth > MAX_PROMPT_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_PROMPT_DEPTH} levels")
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not -BIGINT_MAX <= value <= BIGINT_MAX:
+            raise ValueError("integers must fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError("object keys must be strings")
+            _no_nul(key)
+            _json_safe(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _json_safe(item, depth + 1)
+    else:
+        raise ValueError(f"{type(value).__name__} is not a JSON value")
+    return value
+
+
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
-Identifier = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+def text(**constraints: int) -> type[str]:
+    """A strict string with these length constraints and no NUL."""
+    return Annotated[StrictStr, Field(**constraints), AfterValidator(_no_nul)]
+
+
+Identifier = text(min_length=1, max_length=200)
+Prompt = Annotated[dict[str, Any], AfterValidator(_json_safe)]
+CostCapCents = Annotated[StrictInt, Field(ge=0, le=MAX_COST_CENTS)]
+Question = text(min_length=1, max_length=2_000)
+BudgetCents = Annotated[StrictInt, Field(gt=0, le=MAX_BUDGET_CENTS)]
+# Channel name -> a non-negative, finite performance score (e.g. ROAS); budget follows it.
+Channels = Annotated[
+    dict[
+        text(min_length=1, max_length=100),
+        Annotated[StrictInt | StrictFloat, Field(ge=0, le=MAX_CHANNEL_SCORE, allow_inf_nan=False)],
+    ],
+    Field(min_length=1, max_length=50),
+]
 
 
 class InvalidPayload(ValueError):
     """A task payload that can never succeed: not retried, nothing written."""
 
+    def __init__(self, message: str, *, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.fields = fields or {}  # field path -> what is wrong with it
+
     @classmethod
     def from_validation_error(cls, error: ValidationError, *, what: str = "LLM task payload"):
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']}" for e in error.errors()
-        )
-        return cls(f"Invalid {what}: {problems}")
+        prefix = "prompt." if what == "prompt" else ""
+        fields = {
+            prefix + (".".join(str(p) for p in e["loc"]) or "(payload)"): e["msg"] for e in error.errors()
+        }
+        problems = "; ".join(f"{field}: {message}" for field, message in fields.items())
+        return cls(f"Invalid {what}: {problems}", fields=fields)
 
 
 class LLMTaskPayload(BaseModel):
@@ -53,8 +122,8 @@ class LLMTaskPayload(BaseModel):
     tenant_id: Annotated[uuid.UUID, Field(strict=False)]  # a UUID or its string form (JSON)
     request_id: Identifier | None = None
     correlation_id: Identifier  # generated when absent or null
-    prompt: dict[str, Any]
-    max_cost_cents: NonNegativeInt
+    prompt: Prompt
+    max_cost_cents: CostCapCents
 
     @model_validator(mode="before")
     @classmethod
@@ -107,7 +176,7 @@ class StubPromptOptions(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    model: StrictStr | None = None
+    model: text(max_length=200) | None = None
     simulated_cost_cents: NonNegativeInt | None = None
     # Wait this long before recording, as a provider call would (load and failure tests).
     sleep_ms: Annotated[StrictInt, Field(ge=0, le=60_000)] = 0
@@ -116,18 +185,14 @@ class StubPromptOptions(BaseModel):
 class InvestigationPrompt(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    question: Annotated[StrictStr, Field(min_length=1, max_length=2_000)]
+    question: Question
 
 
 class BudgetOptimizationPrompt(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    total_budget_cents: Annotated[StrictInt, Field(gt=0)]
-    # Channel name -> a non-negative performance score (e.g. ROAS); budget follows the score.
-    channels: Annotated[
-        dict[Annotated[StrictStr, Field(min_length=1)], Annotated[StrictInt | StrictFloat, Field(ge=0)]],
-        Field(min_length=1, max_length=50),
-    ]
+    total_budget_cents: BudgetCents
+    channels: Channels
 
 
 class LLMCallResult(BaseModel):

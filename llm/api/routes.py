@@ -7,16 +7,19 @@ tenant's context: every query here is sealed by row-level security.
 """
 
 import datetime
+import functools
+import logging
 import uuid
 from typing import Annotated
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
-from django.urls import reverse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.urls import URLPattern, re_path, reverse
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Query, Status
-from ninja.errors import AuthenticationError
+from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as RequestValidationError
 from ninja.security import HttpBearer
 
@@ -37,6 +40,8 @@ from llm.api.schemas import (
 )
 from llm.models import BudgetOptimizationJob, Investigation
 from llm.payloads import InvalidPayload
+
+logger = logging.getLogger(__name__)
 
 
 class TenantAPIKey(HttpBearer):
@@ -86,7 +91,15 @@ def _invalid_request(request, exc: RequestValidationError):
 
 @api.exception_handler(InvalidPayload)
 def _invalid_payload(request, exc: InvalidPayload):
-    return _rejected(request, exc, 400, str(exc))
+    return _rejected(request, exc, 400, str(exc), exc.fields)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    # django-ninja's own refusals, e.g. a body that is not JSON or nests too deep to parse.
+    if exc.status_code == 400:
+        return _rejected(request, exc, 400, f"Invalid request: {exc.message}", {"body": exc.message})
+    return _error(request, exc.status_code, exc.message)
 
 
 @api.exception_handler(AuthenticationError)
@@ -108,7 +121,9 @@ def _too_large(request, exc):
 
 @api.exception_handler(Exception)
 def _unexpected(request, exc):
-    raise exc  # Django answers 500, and the request's transaction rolls back on the way out
+    # The detail goes to the log only: database errors carry statements and parameters.
+    logger.error("unexpected error answering %s %s", request.method, request.path, exc_info=exc)
+    return _error(request, 500, "Internal error; nothing was recorded. Retrying may help.")
 
 
 def _max_cost(body: RequestBody) -> int:
@@ -213,7 +228,12 @@ def month_costs(
     ] = None,
 ):
     """A month's totals and per-model breakdown (default: the current UTC month)."""
-    first_day = datetime.date.fromisoformat(f"{month}-01") if month else selectors.current_utc_month()
+    if month is None:
+        return _month_costs(request, selectors.current_utc_month())
+    try:
+        first_day = datetime.date.fromisoformat(f"{month}-01")
+    except ValueError:  # the pattern admits year 0000, which no date has
+        raise RequestValidationError([{"loc": ("query", "month"), "msg": "not a month (YYYY-MM)"}]) from None
     return _month_costs(request, first_day)
 
 
@@ -235,3 +255,34 @@ def list_calls(
     except selectors.InvalidCursor as error:
         raise RequestValidationError([{"loc": ("query", "cursor"), "msg": str(error)}]) from None
     return CallPage(items=page.items, next_cursor=page.next_cursor)
+
+
+def _json_method_not_allowed(view):
+    """django-ninja answers a method a path does not take with a plain-text 405; this API
+    answers everything in its JSON error shape."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        if response.status_code != 405:
+            return response
+        allowed = response.get("Allow", "")
+        answer = _error(request, 405, f"Method {request.method} not allowed here; allowed: {allowed}.")
+        answer["Allow"] = allowed
+        return answer
+
+    return wrapped
+
+
+@csrf_exempt
+def _no_such_route(request: HttpRequest, path: str) -> HttpResponse:
+    return JsonResponse({"error": f"No such route: {request.path}."}, status=404)
+
+
+def api_urls() -> tuple[list, str, str]:
+    """The API's URL patterns for `include`, every answer under the prefix in JSON."""
+    patterns, app_name, namespace = api.urls
+    wrapped = [
+        URLPattern(p.pattern, _json_method_not_allowed(p.callback), p.default_args, p.name) for p in patterns
+    ]
+    return [*wrapped, re_path(r"^(?P<path>.*)$", _no_such_route)], app_name, namespace

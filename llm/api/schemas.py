@@ -6,7 +6,9 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Header, Schema
-from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
+from pydantic import ConfigDict, field_validator
+
+from llm.payloads import BudgetCents, Channels, CostCapCents, Prompt, Question
 
 IdempotencyKey = Annotated[
     str | None,
@@ -19,7 +21,10 @@ IdempotencyKey = Annotated[
         description="Becomes the request_id: a retry with the same key records nothing twice.",
     ),
 ]
-MaxCostCents = Annotated[StrictInt, Field(ge=0, description="Cost cap for the call, in cents.")]
+MaxCostCents = Annotated[CostCapCents, Field(description="Cost cap for the call, in cents.")]
+# Prompt keys that set cost, price or provider time: internal knobs for tests and the
+# benchmark (tasks run in-process), never taken from a tenant.
+INTERNAL_PROMPT_KEYS = ("simulated_cost_cents", "sleep_ms")
 
 
 class RequestBody(Schema):
@@ -27,27 +32,26 @@ class RequestBody(Schema):
 
 
 class InvestigationRequest(RequestBody):
-    question: Annotated[StrictStr, Field(min_length=1, max_length=2_000)]
+    question: Question
     max_cost_cents: MaxCostCents | None = None
 
 
 class BudgetOptimizationRequest(RequestBody):
-    total_budget_cents: Annotated[StrictInt, Field(gt=0)]
-    channels: Annotated[
-        dict[
-            Annotated[StrictStr, Field(min_length=1, max_length=100)],
-            Annotated[StrictInt | StrictFloat, Field(ge=0)],
-        ],
-        Field(
-            min_length=1, max_length=50, description="Channel name -> performance score; budget follows it."
-        ),
-    ]
+    total_budget_cents: BudgetCents
+    channels: Annotated[Channels, Field(description="Channel name -> performance score; budget follows it.")]
     max_cost_cents: MaxCostCents | None = None
 
 
 class LLMCallRequest(RequestBody):
-    prompt: dict[str, Any]
+    prompt: Prompt
     max_cost_cents: MaxCostCents | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _no_internal_knobs(cls, prompt: dict) -> dict:
+        if refused := [key for key in INTERNAL_PROMPT_KEYS if key in prompt]:
+            raise ValueError(f"{', '.join(refused)} cannot be set through the API")
+        return prompt
 
 
 class Accepted(Schema):

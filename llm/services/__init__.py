@@ -4,6 +4,7 @@
 - accounting: one call row and its cost in the tenant's month (`call_transaction`)
 - workers: the four stub workers, each one unit of work
 - jobs: the investigation and budget-optimization lifecycle
+- intake: accepting work from the API, checked as its worker will check it
 - dispatch: sending tasks once the transaction commits
 - batch: many calls in one transaction per tenant
 - reconciliation: monthly rows checked against the calls
@@ -26,9 +27,10 @@ from llm.services.batch import (
     record_api_calls_batch,
     record_stub_calls_batch,
 )
-from llm.services.dispatch import enqueue_on_commit, request_llm_call
+from llm.services.dispatch import enqueue_on_commit
 from llm.services.errors import CostLimitExceeded, ForcedFailure, InvalidBatch, UnknownJob, UnknownTenant
-from llm.services.jobs import start_budget_optimization, start_investigation, sweep_stale_jobs
+from llm.services.intake import request_llm_call, start_budget_optimization, start_investigation
+from llm.services.jobs import sweep_stale_jobs
 from llm.services.reconciliation import ReconciliationReport, reconcile_monthly_costs
 from llm.services.tenants import create_tenant
 from llm.services.workers import (

@@ -11,7 +11,6 @@ from celery import current_app
 from django.db import transaction
 
 from llm.payloads import TASK_NAMES, Endpoint, LLMTaskPayload, task_arguments
-from skeldir.tenancy import tenant_context
 
 
 def enqueue_on_commit(
@@ -22,19 +21,3 @@ def enqueue_on_commit(
     task = current_app.tasks[TASK_NAMES[endpoint]]
     arguments = task_arguments(endpoint, payload, job_id=job_id)
     transaction.on_commit(lambda: task.apply_async(**arguments), robust=True)
-
-
-def request_llm_call(
-    *, tenant_id: uuid.UUID, endpoint: Endpoint, prompt: dict, request_id: str | None, max_cost_cents: int
-) -> str:
-    """Send a route or explanation task once the transaction commits; returns its request_id.
-    A repeated request_id is sent again and recorded once."""
-    payload = LLMTaskPayload(
-        tenant_id=tenant_id,
-        request_id=request_id or str(uuid.uuid4()),
-        prompt=prompt,
-        max_cost_cents=max_cost_cents,
-    )
-    with tenant_context(tenant_id):
-        enqueue_on_commit(endpoint, payload)
-    return payload.request_id

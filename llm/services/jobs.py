@@ -1,8 +1,9 @@
 """Jobs: investigations and budget optimizations, one lifecycle for both.
 
 A job kind names its table, its prompt contract and how its outcome is derived; everything
-else (created `pending` by the API, `running` while its call is made, `completed` in the
-call's own transaction or `failed` with a reason, swept when stuck) is the same code.
+else (`running` while its call is made, `completed` in the call's own transaction or
+`failed` with a reason, swept when stuck) is the same code. The API creates them `pending`
+(`llm.services.intake`).
 """
 
 import datetime
@@ -21,9 +22,7 @@ from llm.payloads import (
     Endpoint,
     InvalidPayload,
     InvestigationPrompt,
-    LLMTaskPayload,
 )
-from llm.services.dispatch import enqueue_on_commit
 from llm.services.errors import UnknownJob
 from skeldir.tenancy import tenant_context
 
@@ -58,65 +57,7 @@ INVESTIGATION = JobKind("investigation", Investigation, InvestigationPrompt, _in
 BUDGET_OPTIMIZATION = JobKind(
     "budget_optimization", BudgetOptimizationJob, BudgetOptimizationPrompt, _budget_outcome
 )
-
-
-def start_job(
-    kind: JobKind,
-    *,
-    tenant_id: uuid.UUID,
-    request_id: str | None,
-    prompt: dict,
-    max_cost_cents: int,
-    fields: Mapping[str, object] = {},
-) -> LLMJob:
-    """Create the `pending` job and send its task once the transaction commits.
-
-    The same request_id (a client's Idempotency-Key) finds the job it created before and
-    sends nothing again.
-    """
-    payload = LLMTaskPayload(
-        tenant_id=tenant_id,
-        request_id=request_id or str(uuid.uuid4()),
-        prompt=prompt,
-        max_cost_cents=max_cost_cents,
-    )
-    with tenant_context(tenant_id):
-        job, created = kind.model.objects.get_or_create(
-            request_id=payload.request_id, defaults={"tenant_id": tenant_id, **fields}
-        )
-        if created:
-            enqueue_on_commit(kind.endpoint, payload, job_id=job.id)
-    return job
-
-
-def start_investigation(
-    *, tenant_id: uuid.UUID, question: str, request_id: str | None, max_cost_cents: int
-) -> Investigation:
-    return start_job(
-        INVESTIGATION,
-        tenant_id=tenant_id,
-        request_id=request_id,
-        prompt={"question": question},
-        max_cost_cents=max_cost_cents,
-        fields={"query": question},
-    )
-
-
-def start_budget_optimization(
-    *,
-    tenant_id: uuid.UUID,
-    total_budget_cents: int,
-    channels: Mapping[str, float],
-    request_id: str | None,
-    max_cost_cents: int,
-) -> BudgetOptimizationJob:
-    return start_job(
-        BUDGET_OPTIMIZATION,
-        tenant_id=tenant_id,
-        request_id=request_id,
-        prompt={"total_budget_cents": total_budget_cents, "channels": dict(channels)},
-        max_cost_cents=max_cost_cents,
-    )
+JOB_KINDS: dict[Endpoint, JobKind] = {kind.endpoint: kind for kind in (INVESTIGATION, BUDGET_OPTIMIZATION)}
 
 
 def mark_job_running(kind: JobKind, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> None:

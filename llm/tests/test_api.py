@@ -8,7 +8,9 @@ import pytest
 from django.db import connection
 
 from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost
+from llm.payloads import LLMTaskPayload
 from llm.selectors import current_utc_month
+from llm.services import CostLimitExceeded, run_investigation
 from llm.tests.factories import record_route_call
 from skeldir.tenancy import tenant_context
 
@@ -76,14 +78,30 @@ def test_a_budget_optimization_completes_with_an_exact_allocation(api_client, te
     assert job["cost_cents"] > 0
 
 
-def test_a_job_that_cannot_succeed_ends_failed_with_the_reason(api_client, tenant_a, run_tasks_eagerly):
+def test_a_job_that_cannot_succeed_is_refused_up_front(api_client, tenant_a, run_tasks_eagerly):
     client = api_client(tenant_a)
     response = post(client, "/investigations", {"question": "Why?", "max_cost_cents": 0})
-    job = client.get(response.json()["status_url"]).json()
-    assert job["status"] == "failed"
-    assert "over max_cost_cents 0" in job["result"]["error"]
+    assert response.status_code == 400
+    assert "over max_cost_cents 0" in response.json()["error"]
     with tenant_context(tenant_a.id):
+        assert not Investigation.objects.exists()
         assert LLMApiCall.objects.count() == 0
+
+
+def test_a_job_whose_task_cannot_succeed_ends_failed_with_the_reason(tenant_a):
+    """A task sent around the API (or before a price change) still fails its job cleanly."""
+    with tenant_context(tenant_a.id):
+        job = Investigation.objects.create(tenant_id=tenant_a.id, query="Why?")
+    payload = LLMTaskPayload.parse(
+        {"tenant_id": str(tenant_a.id), "prompt": {"question": "Why?"}, "max_cost_cents": 0}
+    )
+    with pytest.raises(CostLimitExceeded):
+        run_investigation(payload, job_id=job.id)
+    with tenant_context(tenant_a.id):
+        job.refresh_from_db()
+        assert LLMApiCall.objects.count() == 0
+    assert job.status == "failed"
+    assert "over max_cost_cents 0" in job.result["error"]
 
 
 @pytest.mark.parametrize(("path", "endpoint"), [("/explanations", "explanation"), ("/route", "route")])

@@ -100,3 +100,11 @@ def test_runtime_role_cannot_create_objects_or_change_policies():
     assert can_create is False
     with pytest.raises(Exception, match="must be owner"), connection.cursor() as cursor:
         cursor.execute("ALTER TABLE llm_api_calls DISABLE ROW LEVEL SECURITY")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runtime_role_cannot_create_temporary_tables():
+    [(can_temp,)] = fetch("SELECT has_database_privilege(current_user, current_database(), 'TEMPORARY')")
+    assert can_temp is False
+    with pytest.raises(Exception, match="permission denied"), connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE smuggled (x int)")
