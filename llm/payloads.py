@@ -77,6 +77,8 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
 
 
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+
+
 def text(**constraints: int) -> type[str]:
     """A strict string with these length constraints and no NUL."""
     return Annotated[StrictStr, Field(**constraints), AfterValidator(_no_nul)]
