@@ -12,7 +12,7 @@ from django_celery_results.models import GroupResult, TaskResult
 
 from llm.middleware import INSPECTED_TENANT_SESSION_KEY
 from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost, Tenant
-from llm.money import format_cents
+from llm.money import format_micros
 from llm.services import create_tenant
 
 NO_TENANT_SUBTITLE = (
@@ -114,7 +114,7 @@ def breakdown_table(breakdown: dict) -> str:
         "",
         "<tr><td>{}</td><td style='text-align:right'>{}</td><td style='text-align:right'>{}</td></tr>",
         (
-            (model, entry["calls"], format_cents(entry["cost_cents"]))
+            (model, entry["calls"], format_micros(entry.get("cost_micros", 0)))
             for model, entry in sorted(breakdown.items())
         ),
     )
@@ -133,9 +133,9 @@ class LLMMonthlyCostAdmin(ReadOnlyAdmin, TenantScopedAdmin):
     fields = ["tenant", "month", "total_calls", "total_cost", "breakdown", "created_at", "updated_at"]
     readonly_fields = fields
 
-    @admin.display(description="total cost", ordering="total_cost_cents")
+    @admin.display(description="total cost", ordering="total_cost_micros")
     def total_cost(self, row: LLMMonthlyCost) -> str:
-        return format_cents(row.total_cost_cents)
+        return format_micros(row.total_cost_micros)
 
     @admin.display(description="model breakdown")
     def breakdown(self, row: LLMMonthlyCost) -> str:
@@ -159,9 +159,9 @@ class LLMApiCallAdmin(ReadOnlyAdmin, TenantScopedAdmin):
     ordering = ["-created_at"]
     show_full_result_count = False
 
-    @admin.display(description="cost", ordering="cost_cents")
+    @admin.display(description="cost", ordering="cost_micros")
     def cost(self, call: LLMApiCall) -> str:
-        return format_cents(call.cost_cents)
+        return format_micros(call.cost_micros)
 
 
 class JobAdmin(TenantScopedAdmin):
@@ -191,18 +191,18 @@ class JobAdmin(TenantScopedAdmin):
 class InvestigationAdmin(JobAdmin):
     list_display = ["created_at", "status", "query", "cost", "request_id"]
 
-    @admin.display(description="cost", ordering="cost_cents")
+    @admin.display(description="cost", ordering="cost_micros")
     def cost(self, job: Investigation) -> str:
-        return format_cents(job.cost_cents)
+        return format_micros(job.cost_micros)
 
 
 @admin.register(BudgetOptimizationJob)
 class BudgetOptimizationJobAdmin(JobAdmin):
     list_display = ["created_at", "status", "cost", "request_id"]
 
-    @admin.display(description="cost", ordering="cost_cents")
+    @admin.display(description="cost", ordering="cost_micros")
     def cost(self, job: BudgetOptimizationJob) -> str:
-        return format_cents(job.cost_cents)
+        return format_micros(job.cost_micros)
 
 
 admin.site.site_header = "Skeldir LLM platform"

@@ -33,7 +33,7 @@ from prometheus_client import (
 )
 
 from llm.payloads import ENDPOINTS, InvalidPayload
-from llm.stub_provider import PRICES_CENTS_PER_1K_TOKENS, LLMUsage
+from llm.prices import CATALOGUE
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ CALLS_RECORDED = Counter(
     "LLM calls recorded (committed), by endpoint and model.",
     ["endpoint", "model"],
 )
-COST_CENTS = Counter(
-    "skeldir_llm_cost_cents",
-    "Cost of the LLM calls recorded, in cents, by endpoint and model.",
+COST_MICROS = Counter(
+    "skeldir_llm_cost_micros",
+    "Cost of the LLM calls recorded, in micro-USD (exact), by endpoint and model.",
     ["endpoint", "model"],
 )
 CALLS_DEDUPLICATED = Counter(
@@ -79,8 +79,8 @@ RECONCILE_TASK = "llm.reconcile_monthly_costs"
 
 
 def model_label(model: str) -> str:
-    # The model comes from the prompt; only known models become label values.
-    return model if model in PRICES_CENTS_PER_1K_TOKENS else OTHER
+    # The model comes from the prompt; only the catalogue's (operators') models become labels.
+    return model if CATALOGUE.prices_of(model) else OTHER
 
 
 def endpoint_label(endpoint: str) -> str:
@@ -95,15 +95,15 @@ def rejection_reason(error: Exception) -> str:
     return "invalid_request"
 
 
-def observe_stub_call(*, endpoint: str, usage: LLMUsage, recorded: bool) -> None:
-    """Count one call once its unit of work has committed (at once in autocommit; when the
-    outer transaction commits if there is one; never if that rolls back)."""
+def observe_stub_call(*, endpoint: str, model: str, call) -> None:
+    """Count one call (a RecordedCall) once its unit of work has committed (at once in
+    autocommit; when the outer transaction commits if there is one; never if that rolls back)."""
 
     def count() -> None:
-        if recorded:
-            model = model_label(usage.model)
-            CALLS_RECORDED.labels(endpoint=endpoint_label(endpoint), model=model).inc()
-            COST_CENTS.labels(endpoint=endpoint_label(endpoint), model=model).inc(usage.cost_cents)
+        if call.created:
+            labels = {"endpoint": endpoint_label(endpoint), "model": model_label(model)}
+            CALLS_RECORDED.labels(**labels).inc()
+            COST_MICROS.labels(**labels).inc(call.cost_micros)
         else:
             CALLS_DEDUPLICATED.labels(endpoint=endpoint_label(endpoint)).inc()
 
@@ -112,15 +112,15 @@ def observe_stub_call(*, endpoint: str, usage: LLMUsage, recorded: bool) -> None
 
 def observe_batch_calls(*, calls: Sequence, inserted: Sequence[tuple[str, int, object]]) -> None:
     """One tenant's part of a batch (services.record_api_calls_batch), once it commits:
-    `inserted` are the (model, cost_cents, created_at) of its new rows; the other calls had
+    `inserted` are the (model, cost_micros, created_at) of its new rows; the other calls had
     been recorded before."""
     endpoints = {endpoint_label(call.endpoint) for call in calls}
     endpoint = endpoints.pop() if len(endpoints) == 1 else OTHER  # batches are of one endpoint
 
     def count() -> None:
-        for model, cost_cents, _ in inserted:
+        for model, cost_micros, _ in inserted:
             CALLS_RECORDED.labels(endpoint=endpoint, model=model_label(model)).inc()
-            COST_CENTS.labels(endpoint=endpoint, model=model_label(model)).inc(cost_cents)
+            COST_MICROS.labels(endpoint=endpoint, model=model_label(model)).inc(cost_micros)
         if len(calls) > len(inserted):
             CALLS_DEDUPLICATED.labels(endpoint=endpoint).inc(len(calls) - len(inserted))
 

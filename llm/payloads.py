@@ -179,9 +179,12 @@ class StubPromptOptions(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: text(max_length=200) | None = None
-    simulated_cost_cents: NonNegativeInt | None = None
-    # Wait this long before recording, as a provider call would (load and failure tests).
+    # An internal knob, refused by the API: wait this long before recording, as a provider
+    # call would (load and failure tests, the benchmark).
     sleep_ms: Annotated[StrictInt, Field(ge=0, le=60_000)] = 0
+    # An internal knob, refused by the API: the output tokens the provider reports (tests and
+    # the benchmark choose a call's usage, and so its cost, with it).
+    output_tokens: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
 
 
 class InvestigationPrompt(BaseModel):
@@ -208,9 +211,12 @@ class LLMCallResult(BaseModel):
     api_call_id: uuid.UUID
     recorded: StrictBool
     model: str
+    price_id: uuid.UUID | None
     input_tokens: int
+    cached_input_tokens: int
     output_tokens: int
-    cost_cents: int
+    cost_micros: int
+    cost_cents: int  # derived from cost_micros, half up
     latency_ms: int
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.db import connection
 from django.db.models import Q
 
+from llm import sql
 from llm.api_keys import hash_api_key
 from llm.models import LLMApiCall, LLMMonthlyCost, Tenant
 
@@ -22,7 +23,7 @@ def get_tenant_by_api_key(*, api_key: str) -> Tenant | None:
 def current_utc_month() -> datetime.date:
     """The first day of the current UTC month by the database clock."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date")
+        cursor.execute(sql.CURRENT_UTC_MONTH_SQL)
         return cursor.fetchone()[0]
 
 
@@ -32,51 +33,22 @@ def get_monthly_cost(*, month: datetime.date) -> LLMMonthlyCost | None:
 
 @dataclass(frozen=True)
 class MonthlyCostDrift:
-    """A month whose cost row disagrees with the sum of its call rows."""
+    """A month whose cost row disagrees with the sum of its call rows (calls and µUSD;
+    breakdowns are {model: {"calls": n, "cost_micros": m}})."""
 
     month: datetime.date
     recorded_calls: int
-    recorded_cost_cents: int
+    recorded_cost_micros: int
     recorded_breakdown: dict
     actual_calls: int
-    actual_cost_cents: int
+    actual_cost_micros: int
     actual_breakdown: dict
 
 
 def find_monthly_cost_drift() -> list[MonthlyCostDrift]:
-    """Months of the tenant in force whose `llm_monthly_costs` row differs from its calls.
-
-    One statement, so both sides come from one snapshot: a call committed meanwhile is either
-    in both (call row and increment) or in neither. Raw SQL: a FULL JOIN of an aggregate with
-    a jsonb breakdown built per model has no ORM spelling.
-    """
+    """Months of the tenant in force whose `llm_monthly_costs` row differs from its calls."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH per_model AS (
-                SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date AS month, model,
-                       count(*) AS calls, sum(cost_cents) AS cost_cents
-                  FROM llm_api_calls
-                 GROUP BY 1, 2
-            ), actual AS (
-                SELECT month, sum(calls)::bigint AS calls, sum(cost_cents)::bigint AS cost_cents,
-                       jsonb_object_agg(model, jsonb_build_object('calls', calls, 'cost_cents', cost_cents))
-                           AS breakdown
-                  FROM per_model
-                 GROUP BY month
-            )
-            SELECT coalesce(a.month, m.month),
-                   coalesce(m.total_calls, 0), coalesce(m.total_cost_cents, 0),
-                   coalesce(m.model_breakdown, '{}'::jsonb),
-                   coalesce(a.calls, 0), coalesce(a.cost_cents, 0), coalesce(a.breakdown, '{}'::jsonb)
-              FROM actual a
-              FULL JOIN llm_monthly_costs m ON m.month = a.month
-             WHERE coalesce(m.total_calls, 0) <> coalesce(a.calls, 0)
-                OR coalesce(m.total_cost_cents, 0) <> coalesce(a.cost_cents, 0)
-                OR coalesce(m.model_breakdown, '{}'::jsonb) <> coalesce(a.breakdown, '{}'::jsonb)
-             ORDER BY 1
-            """
-        )
+        cursor.execute(sql.MONTHLY_COST_DRIFT_SQL)
         rows = cursor.fetchall()
     # Django's psycopg setup hands jsonb back as text; JSONField decodes it, raw SQL must.
     return [

@@ -1,22 +1,19 @@
 """A deterministic stand-in for the LLM provider: no network, no randomness.
 
 Usage is derived from the payload alone, so a retried or redelivered task computes exactly
-the same tokens and cost as the first attempt: input tokens from the prompt's size, output
-tokens and latency per endpoint, cost from an integer price table (cents per 1,000 tokens).
+the same tokens as the first attempt: input tokens from the prompt's size, the cached part
+of them from a checksum of the prompt (none, a quarter or a half, as a provider's prompt
+cache would serve), output tokens and latency per endpoint. What the tokens cost is the
+price catalogue's business (llm/prices.py), never the provider's or the prompt's.
 """
 
 import json
 import zlib
 from dataclasses import dataclass
 
-from llm.payloads import Endpoint, InvalidPayload
+from llm.payloads import Endpoint
 
-# Cents per 1,000 tokens: (input, output).
-PRICES_CENTS_PER_1K_TOKENS: dict[str, tuple[int, int]] = {
-    "stub-small": (15, 60),
-    "stub-medium": (300, 1_200),
-    "stub-large": (1_000, 3_000),
-}
+STUB_MODELS = ("stub-small", "stub-medium", "stub-large")  # priced by migration 0007
 DEFAULT_MODEL: dict[Endpoint, str] = {
     "route": "stub-small",
     "explanation": "stub-medium",
@@ -37,20 +34,25 @@ BASE_LATENCY_MS: dict[Endpoint, int] = {
 }
 
 
+MAX_TOKENS = 2**31 - 1  # the token columns are integers
+
+
 @dataclass(frozen=True)
 class LLMUsage:
     model: str
     input_tokens: int
     output_tokens: int
-    cost_cents: int
     latency_ms: int
+    cached_input_tokens: int = 0  # of input_tokens
 
     def __post_init__(self):
-        for name in ("input_tokens", "output_tokens", "cost_cents", "latency_ms"):
+        for name in ("input_tokens", "cached_input_tokens", "output_tokens", "latency_ms"):
             value = getattr(self, name)
-            if type(value) is not int or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if not self.model:
+            if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+                raise ValueError(f"{name} must be an integer from 0 to {MAX_TOKENS}, got {value!r}")
+        if self.cached_input_tokens > self.input_tokens:
+            raise ValueError("cached_input_tokens cannot exceed input_tokens")
+        if not isinstance(self.model, str) or not self.model:
             raise ValueError("model must be a non-empty label")
 
 
@@ -59,23 +61,20 @@ def canonical_prompt(prompt: dict) -> str:
 
 
 def usage_for(
-    endpoint: Endpoint, prompt: dict, *, model: str | None = None, simulated_cost_cents: int | None = None
+    endpoint: Endpoint, prompt: dict, *, model: str | None = None, output_tokens: int | None = None
 ) -> LLMUsage:
-    model = model or DEFAULT_MODEL[endpoint]
-    if model not in PRICES_CENTS_PER_1K_TOKENS:
-        known = ", ".join(sorted(PRICES_CENTS_PER_1K_TOKENS))
-        raise InvalidPayload(
-            f"Invalid LLM task payload: prompt.model: unknown model {model!r} (known: {known})"
-        )
-    input_tokens = max(1, -(-len(canonical_prompt(prompt)) // 4))  # ~4 characters a token
-    output_tokens = OUTPUT_TOKENS[endpoint]
-    input_price, output_price = PRICES_CENTS_PER_1K_TOKENS[model]
-    if simulated_cost_cents is None:
-        cost_cents = -(-(input_tokens * input_price + output_tokens * output_price) // 1_000)
-    else:
-        cost_cents = simulated_cost_cents
+    text = canonical_prompt(prompt)
+    input_tokens = max(1, -(-len(text) // 4))  # ~4 characters a token
+    cached_input_tokens = input_tokens * (zlib.crc32(text.encode()) % 3) // 4
+    output_tokens = OUTPUT_TOKENS[endpoint] if output_tokens is None else output_tokens
     latency_ms = BASE_LATENCY_MS[endpoint] + output_tokens * 2 + input_tokens // 10
-    return LLMUsage(model, input_tokens, output_tokens, cost_cents, latency_ms)
+    return LLMUsage(
+        model=model or DEFAULT_MODEL[endpoint],
+        input_tokens=input_tokens,
+        cached_input_tokens=cached_input_tokens,
+        output_tokens=output_tokens,
+        latency_ms=latency_ms,
+    )
 
 
 def route_for(prompt: dict) -> Endpoint:
@@ -88,7 +87,9 @@ def route_for(prompt: dict) -> Endpoint:
 
 
 def explanation_for(prompt: dict) -> str:
-    subject = ", ".join(f"{k}={prompt[k]}" for k in sorted(prompt) if k not in {"sleep_ms", "model"})
+    subject = ", ".join(
+        f"{k}={prompt[k]}" for k in sorted(prompt) if k not in {"sleep_ms", "model", "output_tokens"}
+    )
     return (
         f"[stub] The attribution result for {subject or 'this request'} follows from the deterministic model."
     )

@@ -209,6 +209,9 @@ CELERY_BEAT_SCHEDULE = {
 LLM_STALE_JOB_TIMEOUT_SECONDS = env.int("LLM_STALE_JOB_TIMEOUT_SECONDS", default=900)
 # The API's per-call cost cap when a request does not give max_cost_cents.
 LLM_DEFAULT_MAX_COST_CENTS = env.int("LLM_DEFAULT_MAX_COST_CENTS", default=10_000)
+# Each process keeps the price catalogue this many seconds before reading it again (for
+# model checks and estimates; a call is always priced by the database at its own time).
+LLM_PRICE_CACHE_SECONDS = env.int("LLM_PRICE_CACHE_SECONDS", default=30)
 # Request bodies above this are refused (the API answers 413); admin forms stay far below it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024)
 

@@ -214,6 +214,7 @@ def _month_costs(request, month: datetime.date) -> MonthCostsOut:
     return MonthCostsOut(
         tenant_id=request.tenant.id,
         month=month,
+        total_cost_micros=row.total_cost_micros if row else 0,
         total_cost_cents=row.total_cost_cents if row else 0,
         total_calls=row.total_calls if row else 0,
         model_breakdown=row.model_breakdown if row else {},

@@ -24,7 +24,9 @@ IdempotencyKey = Annotated[
 MaxCostCents = Annotated[CostCapCents, Field(description="Cost cap for the call, in cents.")]
 # Prompt keys that set cost, price or provider time: internal knobs for tests and the
 # benchmark (tasks run in-process), never taken from a tenant.
-INTERNAL_PROMPT_KEYS = ("simulated_cost_cents", "sleep_ms")
+INTERNAL_PROMPT_KEYS = ("simulated_cost_cents", "sleep_ms", "output_tokens")
+MICROS = "micro-USD (10^-6 USD), exact"
+CENTS = "cents, derived from the µUSD figure (half up)"
 
 
 class RequestBody(Schema):
@@ -70,7 +72,8 @@ class JobOut(Schema):
     status: Literal["pending", "running", "completed", "failed"]
     created_at: datetime.datetime
     updated_at: datetime.datetime
-    cost_cents: int
+    cost_micros: int = Field(description=MICROS)
+    cost_cents: int = Field(description=CENTS)
 
 
 class InvestigationOut(JobOut):
@@ -84,13 +87,15 @@ class BudgetOptimizationOut(JobOut):
 
 class ModelCost(Schema):
     calls: int
-    cost_cents: int
+    cost_micros: int = Field(description=MICROS)
+    cost_cents: int = Field(description=CENTS)
 
 
 class MonthCostsOut(Schema):
     tenant_id: uuid.UUID
     month: datetime.date
-    total_cost_cents: int
+    total_cost_micros: int = Field(description=MICROS)
+    total_cost_cents: int = Field(description=CENTS)
     total_calls: int
     model_breakdown: dict[str, ModelCost]
 
@@ -101,8 +106,10 @@ class CallOut(Schema):
     endpoint: str
     model: str
     input_tokens: int
+    cached_input_tokens: int
     output_tokens: int
-    cost_cents: int
+    cost_micros: int = Field(description=MICROS)
+    cost_cents: int = Field(description=CENTS)
     latency_ms: int
     was_cached: bool
     request_id: str

@@ -1,4 +1,4 @@
-"""Call accounting: one LLM call row and its cost added to the tenant's month.
+"""Call accounting: one LLM call row, priced, and its cost added to the tenant's month.
 
 Both happen in the caller's transaction inside the tenant (`call_transaction`), so either
 both commit or neither does, and a call already recorded under the same (tenant, request_id,
@@ -16,6 +16,8 @@ from psycopg.types.json import Jsonb
 
 from llm import sql
 from llm.models import LLMApiCall
+from llm.money import micros_to_cents
+from llm.prices import NoPriceInForce
 from llm.services.errors import UnknownTenant
 from llm.stub_provider import LLMUsage
 from skeldir.tenancy import tenant_context
@@ -49,10 +51,16 @@ class RecordedCall:
     id: uuid.UUID
     created: bool  # False: recorded before (a retry or redelivery), nothing written now
     created_at: datetime.datetime
+    cost_micros: int  # computed at recording, from the price in force at created_at
+    price_id: uuid.UUID | None
 
     @property
     def month(self) -> datetime.date:
         return utc_month(self.created_at)
+
+    @property
+    def cost_cents(self) -> int:
+        return micros_to_cents(self.cost_micros)
 
 
 def record_api_call(
@@ -65,51 +73,68 @@ def record_api_call(
     was_cached: bool = False,
     request_metadata: dict | None = None,
 ) -> RecordedCall:
-    """Insert one call row unless (tenant, request_id, endpoint) is already recorded.
-    Runs inside `tenant_context(tenant_id)`."""
+    """Insert one call row, priced at its own time, unless (tenant, request_id, endpoint) is
+    already recorded. Runs inside `tenant_context(tenant_id)`. A model with no price in
+    force raises NoPriceInForce (and the caller's transaction writes nothing)."""
     with connection.cursor() as cursor:
         cursor.execute(
             sql.INSERT_API_CALL_SQL,
-            [
-                tenant_id,
-                endpoint,
-                usage.model,
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cost_cents,
-                usage.latency_ms,
-                was_cached,
-                request_id,
-                correlation_id,
-                None if request_metadata is None else Jsonb(request_metadata),
-            ],
+            {
+                "tenant_id": tenant_id,
+                "endpoint": endpoint,
+                "model": usage.model,
+                "input_tokens": usage.input_tokens,
+                "cached_input_tokens": usage.cached_input_tokens,
+                "output_tokens": usage.output_tokens,
+                "latency_ms": usage.latency_ms,
+                "was_cached": was_cached,
+                "request_id": request_id,
+                "correlation_id": correlation_id,
+                "request_metadata": None if request_metadata is None else Jsonb(request_metadata),
+            },
         )
         row = cursor.fetchone()
     if row is not None:
-        return RecordedCall(id=row[0], created=True, created_at=row[1])
-    existing_id, created_at = LLMApiCall.objects.values_list("id", "created_at").get(
-        tenant_id=tenant_id, request_id=request_id, endpoint=endpoint
+        return RecordedCall(id=row[0], created=True, created_at=row[1], cost_micros=row[2], price_id=row[3])
+    existing = (
+        LLMApiCall.objects.filter(tenant_id=tenant_id, request_id=request_id, endpoint=endpoint)
+        .values_list("id", "created_at", "cost_micros", "price_id")
+        .first()
     )
-    return RecordedCall(id=existing_id, created=False, created_at=created_at)
+    if existing is None:  # nothing conflicted: the model had no price to insert with
+        raise NoPriceInForce(
+            f"Model {usage.model!r} has no price in force (unknown, or outside its periods); "
+            "nothing was recorded."
+        )
+    return RecordedCall(existing[0], False, *existing[1:])
 
 
 @dataclass(frozen=True)
 class ModelTotals:
     calls: int
-    cost_cents: int
+    cost_micros: int
 
 
 def record_monthly_costs(
-    *, tenant_id: uuid.UUID, month: datetime.date, model_label: str, cost_cents: int, calls: int
+    *, tenant_id: uuid.UUID, month: datetime.date, model_label: str, cost_micros: int, calls: int
 ) -> None:
-    """Add `calls` and `cost_cents` to the tenant's month, totals and `model_label`'s entry."""
+    """Add `calls` and `cost_micros` to the tenant's month, totals and `model_label`'s entry."""
     add_to_monthly_costs(
-        tenant_id=tenant_id, month=month, breakdown={model_label: ModelTotals(calls, cost_cents)}
+        tenant_id=tenant_id, month=month, breakdown={model_label: ModelTotals(calls, cost_micros)}
     )
 
 
 def _breakdown_json(breakdown: Mapping[str, ModelTotals]) -> Jsonb:
-    return Jsonb({model: {"calls": t.calls, "cost_cents": t.cost_cents} for model, t in breakdown.items()})
+    return Jsonb(
+        {
+            model: {
+                "calls": t.calls,
+                "cost_micros": t.cost_micros,
+                "cost_cents": micros_to_cents(t.cost_micros),
+            }
+            for model, t in breakdown.items()
+        }
+    )
 
 
 def _check_month(month: datetime.date) -> None:
@@ -120,15 +145,16 @@ def _check_month(month: datetime.date) -> None:
 def add_to_monthly_costs(
     *, tenant_id: uuid.UUID, month: datetime.date, breakdown: Mapping[str, ModelTotals]
 ) -> None:
-    """Add per-model calls and cents to the tenant's month, creating the row if needed."""
+    """Add per-model calls and µUSD to the tenant's month, creating the row if needed."""
     _check_month(month)
-    if any(t.calls < 0 or t.cost_cents < 0 for t in breakdown.values()):
+    if any(t.calls < 0 or t.cost_micros < 0 for t in breakdown.values()):
         raise ValueError("monthly cost increments must not be negative")
     calls = sum(t.calls for t in breakdown.values())
-    cost_cents = sum(t.cost_cents for t in breakdown.values())
+    cost_micros = sum(t.cost_micros for t in breakdown.values())
     with connection.cursor() as cursor:
         cursor.execute(
-            sql.ADD_TO_MONTHLY_COSTS_SQL, [tenant_id, month, cost_cents, calls, _breakdown_json(breakdown)]
+            sql.ADD_TO_MONTHLY_COSTS_SQL,
+            [tenant_id, month, cost_micros, micros_to_cents(cost_micros), calls, _breakdown_json(breakdown)],
         )
 
 
@@ -142,7 +168,14 @@ def adjust_monthly_costs(
     with connection.cursor() as cursor:
         cursor.execute(
             sql.ADJUST_MONTHLY_COSTS_SQL,
-            [totals.cost_cents, totals.calls, _breakdown_json(breakdown), tenant_id, month],
+            [
+                totals.cost_micros,
+                totals.cost_micros,
+                totals.calls,
+                _breakdown_json(breakdown),
+                tenant_id,
+                month,
+            ],
         )
         if cursor.rowcount:
             return

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from llm import metrics, sql
 from llm.models import Tenant
 from llm.payloads import Endpoint, InvalidPayload, LLMTaskPayload
+from llm.prices import NoPriceInForce
 from llm.services.accounting import ModelTotals, add_to_monthly_costs, call_transaction, utc_month
 from llm.services.errors import CostLimitExceeded, InvalidBatch, UnknownTenant
 from llm.services.workers import stub_usage
@@ -49,7 +50,7 @@ class ApiCallToRecord:
 class RecordedBatch:
     recorded: int  # new calls, now counted in their months
     already_recorded: int  # recorded before (or twice in the batch): nothing added for them
-    cost_cents: int  # the cost of the new calls
+    cost_micros: int  # the cost of the new calls
     tenants: int
 
     def as_json(self) -> dict:
@@ -57,7 +58,7 @@ class RecordedBatch:
             "calls": self.recorded + self.already_recorded,
             "recorded": self.recorded,
             "already_recorded": self.already_recorded,
-            "cost_cents": self.cost_cents,
+            "cost_micros": self.cost_micros,
             "tenants": self.tenants,
         }
 
@@ -75,7 +76,7 @@ def record_api_calls_batch(*, calls: Sequence[ApiCallToRecord]) -> RecordedBatch
     known = set(Tenant.objects.filter(id__in=list(by_tenant)).values_list("id", flat=True))
     if unknown := sorted(str(t) for t in by_tenant.keys() - known):
         raise UnknownTenant(f"Unknown tenant(s) {', '.join(unknown)}; nothing was recorded.")
-    recorded = cost_cents = 0
+    recorded = cost_micros = 0
     for tenant_id in sorted(by_tenant):
         tenant_calls = sorted(by_tenant[tenant_id], key=lambda c: (c.request_id, c.endpoint))
         with call_transaction(tenant_id):
@@ -85,13 +86,13 @@ def record_api_calls_batch(*, calls: Sequence[ApiCallToRecord]) -> RecordedBatch
                 # Rows inserted by one statement share its time, so this is one month; kept general.
                 breakdown = months.setdefault(utc_month(created_at), {})
                 totals = breakdown.get(model, ModelTotals(0, 0))
-                breakdown[model] = ModelTotals(totals.calls + 1, totals.cost_cents + cost)
+                breakdown[model] = ModelTotals(totals.calls + 1, totals.cost_micros + cost)
             for month in sorted(months):
                 add_to_monthly_costs(tenant_id=tenant_id, month=month, breakdown=months[month])
         metrics.observe_batch_calls(calls=tenant_calls, inserted=inserted)
         recorded += len(inserted)
-        cost_cents += sum(cost for _, cost, _ in inserted)
-    return RecordedBatch(recorded, len(calls) - recorded, cost_cents, len(by_tenant))
+        cost_micros += sum(cost for _, cost, _ in inserted)
+    return RecordedBatch(recorded, len(calls) - recorded, cost_micros, len(by_tenant))
 
 
 def _validated_batch(calls: Sequence[ApiCallToRecord]) -> dict[uuid.UUID, list[ApiCallToRecord]]:
@@ -141,7 +142,7 @@ def _insert_new_api_calls(
     *, tenant_id: uuid.UUID, calls: list[ApiCallToRecord]
 ) -> list[tuple[str, int, datetime.datetime]]:
     """Insert one tenant's call rows in one statement, in the given order; return (model,
-    cost_cents, created_at) of the rows inserted, not of those already there.
+    cost_micros, created_at) of the rows inserted, not of those already there.
 
     The rows travel as one array per column (see `sql.INSERT_API_CALLS_BATCH_SQL`).
     """
@@ -149,8 +150,8 @@ def _insert_new_api_calls(
         [c.endpoint for c in calls],
         [c.usage.model for c in calls],
         [c.usage.input_tokens for c in calls],
+        [c.usage.cached_input_tokens for c in calls],
         [c.usage.output_tokens for c in calls],
-        [c.usage.cost_cents for c in calls],
         [c.usage.latency_ms for c in calls],
         [c.was_cached for c in calls],
         [c.request_id for c in calls],
@@ -158,6 +159,12 @@ def _insert_new_api_calls(
         [None if c.request_metadata is None else Jsonb(c.request_metadata) for c in calls],
     ]
     with connection.cursor() as cursor:
+        # The insert prices each row by joining the catalogue, which would skip an unpriced one.
+        cursor.execute(sql.UNPRICED_MODELS_SQL, [sorted({c.usage.model for c in calls})])
+        if unpriced := [row[0] for row in cursor.fetchall()]:
+            raise NoPriceInForce(
+                f"Invalid batch: no price in force for model(s) {', '.join(unpriced)}; nothing was recorded."
+            )
         cursor.execute(sql.INSERT_API_CALLS_BATCH_SQL, [tenant_id, *columns])
         return cursor.fetchall()
 

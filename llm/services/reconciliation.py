@@ -35,14 +35,14 @@ def reconcile_monthly_costs(*, fix: bool = False) -> ReconciliationReport:
             drifts = selectors.find_monthly_cost_drift()
             for drift in drifts:
                 logger.warning(
-                    "monthly cost drift: tenant %s month %s recorded %s calls / %s cents, "
+                    "monthly cost drift: tenant %s month %s recorded %s calls / %s µUSD, "
                     "calls add up to %s / %s%s",
                     tenant_id,
                     drift.month.isoformat(),
                     drift.recorded_calls,
-                    drift.recorded_cost_cents,
+                    drift.recorded_cost_micros,
                     drift.actual_calls,
-                    drift.actual_cost_cents,
+                    drift.actual_cost_micros,
                     "; fixing" if fix else "",
                 )
                 if fix:
@@ -52,7 +52,7 @@ def reconcile_monthly_costs(*, fix: bool = False) -> ReconciliationReport:
                         breakdown=_breakdown_difference(drift),
                         totals=ModelTotals(
                             calls=drift.actual_calls - drift.recorded_calls,
-                            cost_cents=drift.actual_cost_cents - drift.recorded_cost_cents,
+                            cost_micros=drift.actual_cost_micros - drift.recorded_cost_micros,
                         ),
                     )
         report.tenants_checked += 1
@@ -67,6 +67,6 @@ def _breakdown_difference(drift: MonthlyCostDrift) -> dict[str, ModelTotals]:
         recorded = drift.recorded_breakdown.get(model, {})
         difference[model] = ModelTotals(
             calls=actual.get("calls", 0) - recorded.get("calls", 0),
-            cost_cents=actual.get("cost_cents", 0) - recorded.get("cost_cents", 0),
+            cost_micros=actual.get("cost_micros", 0) - recorded.get("cost_micros", 0),
         )
     return difference

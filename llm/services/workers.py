@@ -13,8 +13,9 @@ from typing import TypeVar
 from django.db import InterfaceError, OperationalError
 from pydantic import BaseModel, ValidationError
 
-from llm import metrics, stub_provider
+from llm import metrics, prices, stub_provider
 from llm.models import LLMJob
+from llm.money import MICROS_PER_CENT, format_micros
 from llm.payloads import (
     BudgetOptimizationResult,
     Endpoint,
@@ -53,9 +54,12 @@ class StubCall:
             "api_call_id": self.call.id,
             "recorded": self.call.created,
             "model": self.usage.model,
+            "price_id": self.call.price_id,
             "input_tokens": self.usage.input_tokens,
+            "cached_input_tokens": self.usage.cached_input_tokens,
             "output_tokens": self.usage.output_tokens,
-            "cost_cents": self.usage.cost_cents,
+            "cost_micros": self.call.cost_micros,
+            "cost_cents": self.call.cost_cents,
             "latency_ms": self.usage.latency_ms,
         }
 
@@ -68,14 +72,19 @@ def parse_prompt(contract: type[PromptT], prompt: dict) -> PromptT:
 
 
 def stub_usage(payload: LLMTaskPayload, endpoint: Endpoint) -> tuple[LLMUsage, StubPromptOptions]:
-    """The stub's usage for this payload, checked against its cost cap; writes nothing."""
+    """The stub's usage for this payload, its model priced and its worst-case cost (no
+    cached tokens) within the payload's cap; writes nothing."""
     options = parse_prompt(StubPromptOptions, payload.prompt)
     usage = stub_provider.usage_for(
-        endpoint, payload.prompt, model=options.model, simulated_cost_cents=options.simulated_cost_cents
+        endpoint, payload.prompt, model=options.model, output_tokens=options.output_tokens
     )
-    if usage.cost_cents > payload.max_cost_cents:
+    price = prices.price_in_force(usage.model)
+    estimate = prices.call_cost_micros(
+        price=price, input_tokens=usage.input_tokens, cached_input_tokens=0, output_tokens=usage.output_tokens
+    )
+    if estimate > payload.max_cost_cents * MICROS_PER_CENT:
         raise CostLimitExceeded(
-            f"The {endpoint} call would cost {usage.cost_cents} cents, over max_cost_cents "
+            f"The {endpoint} call could cost {format_micros(estimate)}, over max_cost_cents "
             f"{payload.max_cost_cents}; nothing was recorded."
         )
     return usage, options
@@ -108,10 +117,10 @@ def _record_call(
             tenant_id=payload.tenant_id,
             month=call.month,
             model_label=usage.model,
-            cost_cents=usage.cost_cents,
+            cost_micros=call.cost_micros,
             calls=1,
         )
-    metrics.observe_stub_call(endpoint=endpoint, usage=usage, recorded=call.created)
+    metrics.observe_stub_call(endpoint=endpoint, model=usage.model, call=call)
     return call
 
 
@@ -149,7 +158,11 @@ def _run_job(
                 job_id=job_id,
                 request_id=request_id,
                 recorded_before=not call.created,
-                fields={**kind.outcome(prompt), "cost_cents": usage.cost_cents},
+                fields={
+                    **kind.outcome(prompt),
+                    "cost_micros": call.cost_micros,
+                    "cost_cents": call.cost_cents,
+                },
             )
     except TRANSIENT_DATABASE_ERRORS:
         raise

@@ -4,7 +4,7 @@ used by the tests through the runtime role (the `default` alias), exactly as in 
 import pytest
 from django.db import connections
 
-from llm.tests.factories import TenantFactory
+from llm.tests.factories import TenantFactory, ensure_test_prices
 from skeldir.celery import app as celery_app
 from skeldir.celery_broker import broker_url_for_database
 
@@ -44,6 +44,15 @@ def django_db_setup(django_test_environment, django_db_blocker):
         for connection in connections.all():
             connection.close()
         teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(autouse=True)
+def price_catalogue(request):
+    """Every database test finds the stub and test models priced (see ensure_test_prices)."""
+    if request.node.get_closest_marker("django_db") is None:
+        return
+    request.getfixturevalue("_django_db_helper")  # pytest-django's database access for the marker
+    ensure_test_prices()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ def api_call_fields(**overrides) -> dict:
         "model": "stub-small",
         "input_tokens": 10 + n,
         "output_tokens": 5,
+        "cost_micros": 30_000,
         "cost_cents": 3,
         "latency_ms": 40,
         "request_id": f"req-{n}",
@@ -39,9 +40,10 @@ def api_call_fields(**overrides) -> dict:
 def monthly_cost_fields(**overrides) -> dict:
     return {
         "month": datetime.date(2026, 1 + next(_sequence) % 12, 1),
+        "total_cost_micros": 70_000,
         "total_cost_cents": 7,
         "total_calls": 2,
-        "model_breakdown": {"stub-small": {"calls": 2, "cost_cents": 7}},
+        "model_breakdown": {"stub-small": {"calls": 2, "cost_micros": 70_000, "cost_cents": 7}},
         **overrides,
     }
 
@@ -97,10 +99,57 @@ def payload_data(tenant_id, endpoint: str = "route", **overrides) -> dict:
     }
 
 
-def record_route_call(tenant, *, model: str = "stub-small", cost_cents: int = 5, **overrides):
-    """Record one route call for `tenant` the way the worker does, with a chosen model and cost."""
+# Test models, priced by `ensure_test_prices` at 1 µUSD per output token and nothing else: a
+# call's cost in µUSD is the output tokens it reports (the internal `output_tokens` knob).
+TEST_MODELS = ("test-small", "test-medium", "test-large")
+TEST_PRICES_FROM = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+
+
+def ensure_test_prices() -> None:
+    """The stub models' prices (migration 0007's) and the test models', as the owner: a
+    transactional test's flush empties the catalogue with every other table."""
+    import importlib
+
+    from django.db import connections
+
+    from llm.prices import CATALOGUE
+
+    seed = importlib.import_module("llm.migrations.0007_price_catalogue")
+    rows = [(m, "stub", i, c, o, seed.STUB_PRICES_FROM) for m, i, c, o in seed.STUB_PRICES]
+    rows += [(m, "test", 0, 0, 1_000_000, TEST_PRICES_FROM) for m in TEST_MODELS]
+    with connections["owner"].cursor() as cursor:
+        for row in rows:
+            cursor.execute(
+                "INSERT INTO llm_model_prices (model, provider, input_micros_per_mtok,"
+                " cached_input_micros_per_mtok, output_micros_per_mtok, valid_from)"
+                " SELECT %s, %s, %s, %s, %s, %s"
+                " WHERE NOT EXISTS (SELECT FROM llm_model_prices WHERE model = %s)",
+                [*row, row[0]],
+            )
+    CATALOGUE.invalidate()
+
+
+def record_route_call(
+    tenant, *, model: str = "test-small", cost_cents: int = 5, cost_micros: int | None = None, **overrides
+):
+    """Record one route call for `tenant` the way the worker does, on a test model, costing
+    exactly `cost_micros` (or `cost_cents`)."""
     from llm.payloads import LLMTaskPayload
     from llm.services import route_request
 
-    prompt = {"model": model, "simulated_cost_cents": cost_cents}
+    assert model in TEST_MODELS, f"{model} is not a test model: its cost cannot be chosen"
+    micros = cost_cents * 10_000 if cost_micros is None else cost_micros
+    prompt = {"model": model, "output_tokens": micros}
     return route_request(LLMTaskPayload.parse(payload_data(tenant.id, prompt=prompt, **overrides)))
+
+
+def expected_cost_micros(usage) -> int:
+    """What recording `usage` costs now, by the catalogue's price in force."""
+    from llm import prices
+
+    return prices.call_cost_micros(
+        price=prices.price_in_force(usage.model),
+        input_tokens=usage.input_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+    )

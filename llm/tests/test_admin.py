@@ -23,7 +23,7 @@ def staff_client(client):
 
 @pytest.fixture
 def two_tenants_with_calls(tenant_a, tenant_b):
-    for tenant, model, request_id in ((tenant_a, "stub-small", "a-req"), (tenant_b, "stub-medium", "b-req")):
+    for tenant, model, request_id in ((tenant_a, "test-small", "a-req"), (tenant_b, "test-medium", "b-req")):
         record_route_call(tenant, model=model, cost_cents=42, request_id=request_id)
     run_investigation(LLMTaskPayload.parse(payload_data(tenant_a.id, "investigation", request_id="a-inv")))
     return tenant_a, tenant_b
@@ -48,7 +48,7 @@ def test_a_chosen_tenant_shows_its_rows_and_none_of_the_others(staff_client, two
     calls = staff_client.get("/admin/llm/llmapicall/").content.decode()
     assert "a-req" in calls and "b-req" not in calls
     costs = staff_client.get("/admin/llm/llmmonthlycost/").content.decode()
-    assert "stub-small" in costs and "stub-medium" not in costs
+    assert "test-small" in costs and "test-medium" not in costs
     assert "class='model-breakdown'" in costs
     inspect(staff_client, tenant_b)
     assert "b-req" in staff_client.get("/admin/llm/llmapicall/").content.decode()

@@ -34,10 +34,10 @@ def test_staff_inspect_one_tenants_monthly_breakdown_in_a_real_browser(live_serv
         "Debian's chromium is missing: `./dev test` installs it (apt-get install chromium)"
     )
     get_user_model().objects.create_superuser("operator", "ops@example.com", "a-long-test-password")
-    record_route_call(tenant_a, model="stub-small", cost_cents=120, request_id="a-route-1")
-    record_route_call(tenant_a, model="stub-small", cost_cents=30, request_id="a-route-2")
-    record_route_call(tenant_a, model="stub-large", cost_cents=900, request_id="a-route-3")
-    record_route_call(tenant_b, model="stub-medium", cost_cents=777, request_id="b-secret-request")
+    record_route_call(tenant_a, model="test-small", cost_micros=1_200_150, request_id="a-route-1")
+    record_route_call(tenant_a, model="test-small", cost_cents=30, request_id="a-route-2")
+    record_route_call(tenant_a, model="test-large", cost_cents=900, request_id="a-route-3")
+    record_route_call(tenant_b, model="test-medium", cost_cents=777, request_id="b-secret-request")
     ARTIFACTS.mkdir(exist_ok=True)
 
     with sync_playwright() as playwright:
@@ -58,12 +58,13 @@ def test_staff_inspect_one_tenants_monthly_breakdown_in_a_real_browser(live_serv
 
         page.goto(f"{live_server.url}/admin/llm/llmmonthlycost/")
         breakdown = page.locator("table.model-breakdown")
-        expect(breakdown).to_contain_text("stub-small")
-        expect(breakdown.locator("tr", has_text="stub-small")).to_contain_text("$1.50")
-        expect(breakdown.locator("tr", has_text="stub-large")).to_contain_text("$9.00")
-        expect(page.locator("#result_list")).to_contain_text("$10.50")
+        expect(breakdown).to_contain_text("test-small")
+        # Sub-cent amounts are shown exactly, whole cents as usual.
+        expect(breakdown.locator("tr", has_text="test-small")).to_contain_text("$1.500150")
+        expect(breakdown.locator("tr", has_text="test-large")).to_contain_text("$9.00")
+        expect(page.locator("#result_list")).to_contain_text("$10.500150")
         body = page.locator("body")
-        expect(body).not_to_contain_text("stub-medium")
+        expect(body).not_to_contain_text("test-medium")
         expect(body).not_to_contain_text("$7.77")
         page.screenshot(path=str(ARTIFACTS / "admin-monthly-breakdown.png"), full_page=True)
 

@@ -25,7 +25,7 @@ def post(client, path, body, **headers):
     )
 
 
-def record_calls(tenant, count, *, model="stub-small", cost=5):
+def record_calls(tenant, count, *, model="test-small", cost=5):
     for _ in range(count):
         record_route_call(tenant, model=model, cost_cents=cost)
 
@@ -54,12 +54,13 @@ def test_an_investigation_is_pending_until_its_task_runs_then_completed(
     assert done["status"] == "completed"
     assert done["query"] == "Why is Google Ads underperforming?"
     assert done["result"]["question"] == done["query"]
-    assert done["cost_cents"] > 0
+    assert done["cost_micros"] > 0
     with tenant_context(tenant_a.id):
         call = LLMApiCall.objects.get()
-    assert (call.endpoint, call.request_id, call.cost_cents) == (
+    assert (call.endpoint, call.request_id, call.cost_micros, call.cost_cents) == (
         "investigation",
         body["request_id"],
+        done["cost_micros"],
         done["cost_cents"],
     )
 
@@ -75,7 +76,7 @@ def test_a_budget_optimization_completes_with_an_exact_allocation(api_client, te
     job = client.get(response.json()["status_url"]).json()
     assert job["status"] == "completed"
     assert sum(job["recommendations"]["allocations_cents"].values()) == 250_000
-    assert job["cost_cents"] > 0
+    assert job["cost_micros"] > 0
 
 
 def test_a_job_that_cannot_succeed_is_refused_up_front(api_client, tenant_a, run_tasks_eagerly):
@@ -151,20 +152,21 @@ def test_another_tenants_job_is_404_like_a_missing_one(api_client, tenant_a, ten
 
 
 def test_month_costs_show_the_tenants_totals_and_breakdown(api_client, tenant_a, tenant_b):
-    record_calls(tenant_a, 3, model="stub-small", cost=5)
-    record_calls(tenant_a, 1, model="stub-large", cost=40)
-    record_calls(tenant_b, 2, model="stub-medium", cost=7)
+    record_calls(tenant_a, 3, model="test-small", cost=5)
+    record_calls(tenant_a, 1, model="test-large", cost=40)
+    record_calls(tenant_b, 2, model="test-medium", cost=7)
     month = current_utc_month()
     response = api_client(tenant_a).get(f"{API}/costs", {"month": f"{month:%Y-%m}"})
     assert response.status_code == 200
     assert response.json() == {
         "tenant_id": str(tenant_a.id),
         "month": month.isoformat(),
+        "total_cost_micros": 550_000,
         "total_cost_cents": 55,
         "total_calls": 4,
         "model_breakdown": {
-            "stub-small": {"calls": 3, "cost_cents": 15},
-            "stub-large": {"calls": 1, "cost_cents": 40},
+            "test-small": {"calls": 3, "cost_micros": 150_000, "cost_cents": 15},
+            "test-large": {"calls": 1, "cost_micros": 400_000, "cost_cents": 40},
         },
     }
     assert api_client(tenant_a).get(f"{API}/costs").json()["total_calls"] == 4  # default: this month

@@ -17,6 +17,7 @@ from django.db import DataError, connections
 
 from llm import stub_provider, tasks
 from llm.models import LLMApiCall, LLMMonthlyCost
+from llm.money import micros_to_cents
 from llm.payloads import LLMTaskPayload
 from llm.selectors import current_utc_month
 from llm.services import (
@@ -30,20 +31,21 @@ from llm.services import (
     route_request,
 )
 from llm.stub_provider import LLMUsage
-from llm.tests.factories import create_tenant_row, payload_data
+from llm.tests.factories import TEST_MODELS, create_tenant_row, expected_cost_micros, payload_data
 from skeldir.tenancy import current_tenant_id, tenant_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MODELS = ["stub-small", "stub-medium", "stub-large"]
+MODELS = list(TEST_MODELS)  # 1 µUSD per output token: a call's cost is its output tokens
 
 
-def call(tenant, request_id: str, *, cost: int = 3, model: str = "stub-small", **fields) -> ApiCallToRecord:
+def call(tenant, request_id: str, *, cost: int = 3, model: str = "test-small", **fields) -> ApiCallToRecord:
+    """A call costing `cost` µUSD (its output tokens, on a test model)."""
     return ApiCallToRecord(
         tenant_id=tenant.id,
         endpoint=fields.pop("endpoint", "route"),
         request_id=request_id,
-        usage=LLMUsage(model, 10, 16, cost, 80),
+        usage=LLMUsage(model, 10, cost, 80),
         **fields,
     )
 
@@ -56,12 +58,14 @@ def expected_month(calls: list[ApiCallToRecord]) -> dict:
     """What the month must show for these distinct calls: totals and the per-model breakdown."""
     breakdown = {}
     for c in calls:
-        entry = breakdown.setdefault(c.usage.model, {"calls": 0, "cost_cents": 0})
+        entry = breakdown.setdefault(c.usage.model, {"calls": 0, "cost_micros": 0})
         entry["calls"] += 1
-        entry["cost_cents"] += c.usage.cost_cents
+        entry["cost_micros"] += c.usage.output_tokens
+    for entry in breakdown.values():
+        entry["cost_cents"] = micros_to_cents(entry["cost_micros"])
     return {
         "calls": len(calls),
-        "cost": sum(c.usage.cost_cents for c in calls),
+        "cost": sum(c.usage.output_tokens for c in calls),
         "breakdown": breakdown,
     }
 
@@ -74,7 +78,7 @@ def recorded(tenant) -> dict:
     return {
         "keys": keys,
         "calls": month.total_calls if month else 0,
-        "cost": month.total_cost_cents if month else 0,
+        "cost": month.total_cost_micros if month else 0,
         "breakdown": month.model_breakdown if month else {},
     }
 
@@ -95,7 +99,7 @@ def test_a_batch_records_every_call_of_every_tenant_and_adds_exactly_their_costs
     assert result == RecordedBatch(
         recorded=35,
         already_recorded=0,
-        cost_cents=sum(c.usage.cost_cents for c in mixed),
+        cost_micros=sum(c.usage.output_tokens for c in mixed),
         tenants=2,
     )
     assert_exactly(tenant_a, a_calls)
@@ -107,7 +111,7 @@ def test_a_batch_stores_each_call_as_given(tenant_a):
         tenant_a,
         "detailed",
         cost=42,
-        model="stub-large",
+        model="test-large",
         endpoint="explanation",
         correlation_id="corr-1",
         was_cached=True,
@@ -117,14 +121,22 @@ def test_a_batch_stores_each_call_as_given(tenant_a):
     with tenant_context(tenant_a.id):
         row = LLMApiCall.objects.get(request_id="detailed")
         plain = LLMApiCall.objects.get(request_id="plain")
-    assert (row.endpoint, row.model, row.input_tokens, row.output_tokens, row.cost_cents, row.latency_ms) == (
+    assert (
+        row.endpoint,
+        row.model,
+        row.input_tokens,
+        row.output_tokens,
+        row.cost_micros,
+        row.latency_ms,
+    ) == (
         "explanation",
-        "stub-large",
+        "test-large",
         10,
-        16,
+        42,
         42,
         80,
     )
+    assert row.price_id is not None
     assert (row.correlation_id, row.was_cached, row.request_metadata) == (
         "corr-1",
         True,
@@ -140,22 +152,24 @@ def test_a_replayed_batch_changes_nothing(tenant_a, tenant_b):
 
     replay = record_api_calls_batch(calls=list(reversed(batch)))
 
-    assert replay == RecordedBatch(recorded=0, already_recorded=25, cost_cents=0, tenants=2)
+    assert replay == RecordedBatch(recorded=0, already_recorded=25, cost_micros=0, tenants=2)
     assert (recorded(tenant_a), recorded(tenant_b)) == before
 
 
 def test_a_batch_overlapping_calls_already_recorded_adds_only_the_new_ones(tenant_a):
     earlier_batch = some_calls(tenant_a, "batch", 10)
     record_api_calls_batch(calls=earlier_batch)
-    single = LLMTaskPayload.parse(payload_data(tenant_a.id, prompt={"simulated_cost_cents": 9}))
+    single = LLMTaskPayload.parse(
+        payload_data(tenant_a.id, prompt={"model": "test-small", "output_tokens": 9})
+    )
     route_request(single)  # one call recorded the per-call way
-    single_call = call(tenant_a, single.request_id_for("route"), cost=9, model="stub-small")
+    single_call = call(tenant_a, single.request_id_for("route"), cost=9, model="test-small")
     new = some_calls(tenant_a, "new", 6)
 
     result = record_api_calls_batch(calls=[*earlier_batch[3:8], single_call, *new])
 
     assert (result.recorded, result.already_recorded) == (6, 6)
-    assert result.cost_cents == sum(c.usage.cost_cents for c in new)
+    assert result.cost_micros == sum(c.usage.output_tokens for c in new)
     assert_exactly(tenant_a, [*earlier_batch, single_call, *new])
 
 
@@ -188,7 +202,7 @@ def test_concurrent_overlapping_batches_neither_deadlock_nor_count_twice(tenant_
             payload_data(
                 tenant_a.id,
                 request_id=c.request_id,
-                prompt={"model": c.usage.model, "simulated_cost_cents": c.usage.cost_cents},
+                prompt={"model": c.usage.model, "output_tokens": c.usage.output_tokens},
             )
         )
         for c in pool[tenant_a.id][:20]
@@ -256,7 +270,7 @@ def test_a_batch_enters_each_calls_tenant_and_leaves_the_callers_tenant_in_force
         (lambda a: "not a call", "calls[2]: expected an ApiCallToRecord"),
         (lambda a: call(a, "   "), "calls[2]: request_id must be a non-blank string"),
         (lambda a: call(a, "x", endpoint=""), "calls[2]: endpoint must be a non-blank string"),
-        (lambda a: ApiCallToRecord(str(a.id), "route", "x", LLMUsage("m", 1, 1, 1, 1)), "tenant_id must be"),
+        (lambda a: ApiCallToRecord(str(a.id), "route", "x", LLMUsage("m", 1, 1, 1)), "tenant_id must be"),
         (lambda a: call(a, "x", was_cached="yes"), "calls[2]: was_cached must be a bool"),
         (lambda a: call(a, "x", request_metadata=[1]), "calls[2]: request_metadata must be a dict"),
         (
@@ -279,7 +293,7 @@ def test_an_unknown_tenant_fails_the_batch_and_writes_nothing(tenant_a):
     stranger = uuid.uuid4()
     batch = [
         call(tenant_a, "ok"),
-        ApiCallToRecord(stranger, "route", "x", LLMUsage("stub-small", 1, 1, 1, 1)),
+        ApiCallToRecord(stranger, "route", "x", LLMUsage("stub-small", 1, 1, 1)),
     ]
     with pytest.raises(UnknownTenant, match=str(stranger)):
         record_api_calls_batch(calls=batch)
@@ -300,6 +314,7 @@ def test_a_tenant_whose_transaction_fails_keeps_nothing_and_a_replay_records_it_
         tenant=tenant_b,
         month=current_utc_month(),
         total_calls=2**31 - 2,
+        total_cost_micros=0,
         total_cost_cents=0,
         model_breakdown={},
     )
@@ -335,12 +350,12 @@ def test_the_batch_task_records_its_payloads_with_their_stub_usage_once(tenant_a
     again = tasks.record_calls_batch.apply(args=[payloads], kwargs={"endpoint": "explanation"}, task_id="t-1")
 
     assert first.successful(), first.traceback
-    costs = [stub_provider.usage_for("explanation", p["prompt"]).cost_cents for p in payloads]
+    costs = [expected_cost_micros(stub_provider.usage_for("explanation", p["prompt"])) for p in payloads]
     assert first.result == {
         "calls": 3,
         "recorded": 3,
         "already_recorded": 0,
-        "cost_cents": sum(costs),
+        "cost_micros": sum(costs),
         "tenants": 2,
     }
     assert (again.result["recorded"], again.result["already_recorded"]) == (0, 3)
@@ -353,7 +368,7 @@ def test_the_batch_task_records_its_payloads_with_their_stub_usage_once(tenant_a
     [
         ({"max_cost_cents": -1}, {}, InvalidBatch, r"payloads\[1\]: .*max_cost_cents"),
         ({"unexpected": 1}, {}, InvalidBatch, r"payloads\[1\]: .*unexpected"),
-        ({"max_cost_cents": 0}, {}, CostLimitExceeded, r"payloads\[1\]: The route call would cost"),
+        ({"max_cost_cents": 0}, {}, CostLimitExceeded, r"payloads\[1\]: The route call could cost"),
         ({}, {"endpoint": "investigation"}, InvalidBatch, "cannot be batched"),
     ],
 )

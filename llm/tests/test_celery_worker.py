@@ -13,7 +13,7 @@ from llm.models import BudgetOptimizationJob, Investigation, JobStatus, LLMApiCa
 from llm.payloads import LLMTaskPayload
 from llm.selectors import current_utc_month
 from llm.tasks import LLM_TASKS
-from llm.tests.factories import payload_data
+from llm.tests.factories import expected_cost_micros, payload_data
 from llm.tests.workers import BROKERS, REDIS_ONLY, REDIS_URL, send, wait_for_calls
 from skeldir.tenancy import tenant_context
 
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker
 def month_totals(tenant) -> tuple[int, int]:
     with tenant_context(tenant.id):
         row = LLMMonthlyCost.objects.get(month=current_utc_month())
-        return row.total_calls, row.total_cost_cents
+        return row.total_calls, row.total_cost_micros
 
 
 @pytest.mark.parametrize("broker", BROKERS)
@@ -42,7 +42,7 @@ def test_a_worker_runs_all_four_tasks_end_to_end(broker, start_worker, tenant_a,
     for tenant in (tenant_a, tenant_b):
         wait_for_calls(tenant, 4, timeout=60, worker=worker)
         expected_cost = sum(
-            stub_provider.usage_for(endpoint, p.prompt).cost_cents
+            expected_cost_micros(stub_provider.usage_for(endpoint, p.prompt))
             for endpoint, p in payloads
             if p.tenant_id == tenant.id
         )
@@ -62,10 +62,10 @@ def test_a_task_interrupted_by_sigkill_is_redelivered_and_counted_once(start_wor
     options = {"CELERY_VISIBILITY_TIMEOUT": "3", "CELERY_UNACKED_RESTORE_INTERVAL": "1"}
     first = start_worker("redis", concurrency=1, **options)
     slow = LLMTaskPayload.parse(
-        payload_data(tenant_a.id, prompt={"sleep_ms": 4000, "simulated_cost_cents": 70})
+        payload_data(tenant_a.id, prompt={"sleep_ms": 4000, "model": "test-small", "output_tokens": 70})
     )
     quick = [
-        LLMTaskPayload.parse(payload_data(tenant_a.id, prompt={"simulated_cost_cents": cost}))
+        LLMTaskPayload.parse(payload_data(tenant_a.id, prompt={"model": "test-small", "output_tokens": cost}))
         for cost in (1, 2, 3)
     ]
     slow_task_id = send("redis", "route", slow)
@@ -105,4 +105,4 @@ def test_an_api_job_goes_pending_running_completed_through_a_real_worker(
         time.sleep(0.3)
     assert job["status"] == "completed"
     assert job["result"]["question"] == "Why is Meta Ads up?"
-    assert month_totals(tenant_a) == (1, job["cost_cents"])
+    assert month_totals(tenant_a) == (1, job["cost_micros"])

@@ -11,16 +11,17 @@ import pytest
 from django.db import connections
 
 from llm.models import LLMApiCall, LLMMonthlyCost
+from llm.money import micros_to_cents
 from llm.payloads import LLMTaskPayload
 from llm.selectors import current_utc_month
 from llm.services import STUB_WORKERS
-from llm.tests.factories import payload_data
+from llm.tests.factories import TEST_MODELS, payload_data
 from skeldir.tenancy import tenant_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 THREADS, CALLS_PER_THREAD = 32, 25
-MODELS = ["stub-small", "stub-medium", "stub-large"]
+MODELS = list(TEST_MODELS)  # 1 µUSD per output token
 ENDPOINTS = ["route", "explanation"]
 
 
@@ -31,14 +32,15 @@ def planned_call(tenant_id, thread: int, index: int) -> tuple[str, LLMTaskPayloa
         tenant_id,
         endpoint,
         request_id=f"t{thread}-c{index}",
-        prompt={"model": model, "simulated_cost_cents": 1 + (thread * 31 + index * 7) % 97},
+        # Sub-cent costs: only exact µUSD sums, and cents derived from them, come out right.
+        prompt={"model": model, "output_tokens": 137 * (1 + (thread * 31 + index * 7) % 97)},
     )
     return endpoint, LLMTaskPayload.parse(data)
 
 
 def run_concurrently(tenants) -> dict:
     """32 threads x 25 calls; thread i works for tenants[i % len(tenants)]. Returns the
-    expected totals per tenant: calls, cents and the per-model breakdown."""
+    expected totals per tenant: calls, µUSD and the per-model breakdown."""
     expected = {t.id: {"calls": 0, "cost": 0, "models": Counter(), "model_cost": Counter()} for t in tenants}
     plans = []
     for thread in range(THREADS):
@@ -48,9 +50,9 @@ def run_concurrently(tenants) -> dict:
         for _, p in calls:
             totals = expected[tenant_id]
             totals["calls"] += 1
-            totals["cost"] += p.prompt["simulated_cost_cents"]
+            totals["cost"] += p.prompt["output_tokens"]
             totals["models"][p.prompt["model"]] += 1
-            totals["model_cost"][p.prompt["model"]] += p.prompt["simulated_cost_cents"]
+            totals["model_cost"][p.prompt["model"]] += p.prompt["output_tokens"]
 
     start, errors = threading.Barrier(THREADS, timeout=30), []
 
@@ -75,14 +77,19 @@ def run_concurrently(tenants) -> dict:
 
 def assert_exact(tenant, expected) -> None:
     with tenant_context(tenant.id):
-        calls = list(LLMApiCall.objects.values_list("model", "cost_cents"))
+        calls = list(LLMApiCall.objects.values_list("model", "cost_micros"))
         month = LLMMonthlyCost.objects.get(month=current_utc_month())
     assert len(calls) == expected["calls"]
     assert sum(cost for _, cost in calls) == expected["cost"]
     assert month.total_calls == expected["calls"]
-    assert month.total_cost_cents == expected["cost"]
+    assert month.total_cost_micros == expected["cost"]
+    assert month.total_cost_cents == micros_to_cents(expected["cost"])  # from the exact total
     assert month.model_breakdown == {
-        model: {"calls": expected["models"][model], "cost_cents": expected["model_cost"][model]}
+        model: {
+            "calls": expected["models"][model],
+            "cost_micros": expected["model_cost"][model],
+            "cost_cents": micros_to_cents(expected["model_cost"][model]),
+        }
         for model in expected["models"]
     }
 

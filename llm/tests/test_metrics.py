@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 COUNTERS = [
     "skeldir_llm_reconciliation_drifts",
     "skeldir_llm_calls_recorded",
-    "skeldir_llm_cost_cents",
+    "skeldir_llm_cost_micros",
     "skeldir_llm_calls_deduplicated",
     "skeldir_celery_tasks",
     "skeldir_llm_validation_rejections",
@@ -71,9 +71,9 @@ def test_the_counters_move_when_a_stub_call_is_recorded(client, tenant_a):
         == 1
     )
     assert (
-        value(after, "skeldir_llm_cost_cents_total", **labels)
-        - value(before, "skeldir_llm_cost_cents_total", **labels)
-        == receipt.cost_cents
+        value(after, "skeldir_llm_cost_micros_total", **labels)
+        - value(before, "skeldir_llm_cost_micros_total", **labels)
+        == receipt.cost_micros
         > 0
     )
     assert (
@@ -96,8 +96,8 @@ def test_batch_calls_are_counted_once_too(client, tenant_a, tenant_b):
 
     assert moved("skeldir_llm_calls_recorded_total", endpoint="route", model="stub-small") == 3
     assert (
-        moved("skeldir_llm_cost_cents_total", endpoint="route", model="stub-small")
-        == first.result["cost_cents"]
+        moved("skeldir_llm_cost_micros_total", endpoint="route", model="stub-small")
+        == first.result["cost_micros"]
     )
     assert moved("skeldir_llm_calls_deduplicated_total", endpoint="route") == 3
 

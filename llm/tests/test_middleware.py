@@ -22,11 +22,19 @@ def month_rows(tenant_a, tenant_b):
         LLMMonthlyCost,
         tenant=tenant_a,
         month=month,
+        total_cost_micros=1_200_000,
         total_cost_cents=120,
         total_calls=4,
-        model_breakdown={"stub-small": {"calls": 4, "cost_cents": 120}},
+        model_breakdown={"stub-small": {"calls": 4, "cost_micros": 1_200_000, "cost_cents": 120}},
     )
-    create_tenant_row(LLMMonthlyCost, tenant=tenant_b, month=month, total_cost_cents=999, total_calls=9)
+    create_tenant_row(
+        LLMMonthlyCost,
+        tenant=tenant_b,
+        month=month,
+        total_cost_micros=9_990_000,
+        total_cost_cents=999,
+        total_calls=9,
+    )
 
 
 def test_a_valid_key_reads_its_own_tenants_month(client, tenant_factory, tenant_a, month_rows):
@@ -36,9 +44,10 @@ def test_a_valid_key_reads_its_own_tenants_month(client, tenant_factory, tenant_
     assert response.json() == {
         "tenant_id": str(tenant_a.id),
         "month": current_utc_month().isoformat(),
+        "total_cost_micros": 1_200_000,
         "total_cost_cents": 120,
         "total_calls": 4,
-        "model_breakdown": {"stub-small": {"calls": 4, "cost_cents": 120}},
+        "model_breakdown": {"stub-small": {"calls": 4, "cost_micros": 1_200_000, "cost_cents": 120}},
     }
 
 

@@ -36,20 +36,20 @@ def month_row(tenant) -> LLMMonthlyCost:
 
 
 def test_no_drift_is_reported_when_the_books_agree(tenant_a, tenant_b):
-    record_calls(tenant_a, {"stub-small": [3, 4], "stub-large": [50]})
+    record_calls(tenant_a, {"test-small": [3, 4], "test-large": [50]})
     call_command("reconcile_llm_costs")  # raises on drift
     assert tasks.reconcile_monthly_costs.apply().result["drifts"] == []
 
 
 def test_reconciliation_finds_drift_injected_by_the_owner_and_fix_repairs_it(tenant_a, tenant_b, capsys):
-    record_calls(tenant_a, {"stub-small": [3, 4], "stub-large": [50]})
-    record_calls(tenant_b, {"stub-medium": [10]})
+    record_calls(tenant_a, {"test-small": [3, 4], "test-large": [50]})
+    record_calls(tenant_b, {"test-medium": [10]})
     correct_a, correct_b = month_row(tenant_a), month_row(tenant_b)
     inject_drift_as_owner(
         tenant_a,
-        "UPDATE llm_monthly_costs SET total_cost_cents = total_cost_cents + 500,"
+        "UPDATE llm_monthly_costs SET total_cost_micros = total_cost_micros + 5000000,"
         " total_calls = total_calls - 1,"
-        " model_breakdown = jsonb_set(model_breakdown, '{stub-small,calls}', '7')",
+        " model_breakdown = jsonb_set(model_breakdown, '{test-small,calls}', '7')",
     )
 
     with pytest.raises(CommandError, match="1 month\\(s\\) drifted"):
@@ -64,9 +64,9 @@ def test_reconciliation_finds_drift_injected_by_the_owner_and_fix_repairs_it(ten
 
     call_command("reconcile_llm_costs", "--fix")
     fixed = month_row(tenant_a)
-    assert (fixed.total_calls, fixed.total_cost_cents, fixed.model_breakdown) == (
+    assert (fixed.total_calls, fixed.total_cost_micros, fixed.model_breakdown) == (
         correct_a.total_calls,
-        correct_a.total_cost_cents,
+        correct_a.total_cost_micros,
         correct_a.model_breakdown,
     )
     assert month_row(tenant_b).model_breakdown == correct_b.model_breakdown
@@ -74,12 +74,12 @@ def test_reconciliation_finds_drift_injected_by_the_owner_and_fix_repairs_it(ten
 
 
 def test_fix_rebuilds_a_deleted_monthly_row_and_removes_a_phantom_model(tenant_a):
-    record_calls(tenant_a, {"stub-small": [3], "stub-medium": [20]})
+    record_calls(tenant_a, {"test-small": [3], "test-medium": [20]})
     correct = month_row(tenant_a)
     inject_drift_as_owner(
         tenant_a,
         "UPDATE llm_monthly_costs SET model_breakdown = model_breakdown"
-        ' || \'{"phantom": {"calls": 4, "cost_cents": 9}}\'',
+        ' || \'{"phantom": {"calls": 4, "cost_micros": 90000, "cost_cents": 9}}\'',
     )
     call_command("reconcile_llm_costs", "--fix")
     assert month_row(tenant_a).model_breakdown == correct.model_breakdown
@@ -87,9 +87,9 @@ def test_fix_rebuilds_a_deleted_monthly_row_and_removes_a_phantom_model(tenant_a
     inject_drift_as_owner(tenant_a, "DELETE FROM llm_monthly_costs")
     call_command("reconcile_llm_costs", "--fix")
     rebuilt = month_row(tenant_a)
-    assert (rebuilt.total_calls, rebuilt.total_cost_cents, rebuilt.model_breakdown) == (
+    assert (rebuilt.total_calls, rebuilt.total_cost_micros, rebuilt.model_breakdown) == (
         correct.total_calls,
-        correct.total_cost_cents,
+        correct.total_cost_micros,
         correct.model_breakdown,
     )
 

@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from llm.management.commands.run_llm_stub import DEMO_TENANT_NAME
 from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost, Tenant
+from llm.money import format_micros
 from llm.selectors import current_utc_month
 from skeldir.tenancy import tenant_context
 
@@ -31,7 +32,7 @@ def test_runs_every_kind_for_a_named_tenant_and_prints_the_month(tenant_a):
         jobs = Investigation.objects.count(), BudgetOptimizationJob.objects.count()
     assert (calls, month.total_calls, jobs) == (8, 8, (2, 2))
     assert f"Running 8 stub call(s) for {tenant_a.name}" in output
-    assert f"{month.total_calls} calls, ${month.total_cost_cents / 100:,.2f}" in output
+    assert f"{month.total_calls} calls, {format_micros(month.total_cost_micros)}" in output
     for model, entry in month.model_breakdown.items():
         assert model in output and str(entry["calls"]) in output
 

@@ -4,8 +4,9 @@ atomically, inside its tenant."""
 import pytest
 from django.db import connections
 
-from llm import stub_provider
+from llm import prices, stub_provider
 from llm.models import BudgetOptimizationJob, Investigation, JobStatus, LLMApiCall, LLMMonthlyCost
+from llm.money import micros_to_cents
 from llm.payloads import InvalidPayload, LLMTaskPayload
 from llm.selectors import current_utc_month
 from llm.services import (
@@ -21,7 +22,7 @@ from llm.services import (
     run_investigation,
 )
 from llm.stub_provider import LLMUsage
-from llm.tests.factories import payload_data
+from llm.tests.factories import expected_cost_micros, payload_data
 from skeldir.tenancy import tenant_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,7 +43,7 @@ def snapshot(tenant) -> dict:
             "investigations": Investigation.objects.count(),
             "budget_jobs": BudgetOptimizationJob.objects.count(),
             "month_calls": month.total_calls if month else 0,
-            "month_cost": month.total_cost_cents if month else 0,
+            "month_cost": month.total_cost_micros if month else 0,
             "breakdown": month.model_breakdown if month else {},
         }
 
@@ -63,28 +64,33 @@ def test_each_worker_writes_exactly_its_rows_with_the_stub_usage(endpoint, tenan
     result = STUB_WORKERS[endpoint](task_payload)
 
     usage = stub_provider.usage_for(endpoint, task_payload.prompt)
+    cost = expected_cost_micros(usage)
     assert result.recorded is True
     assert (
         result.model,
         result.input_tokens,
+        result.cached_input_tokens,
         result.output_tokens,
+        result.cost_micros,
         result.cost_cents,
         result.latency_ms,
     ) == (
         usage.model,
         usage.input_tokens,
+        usage.cached_input_tokens,
         usage.output_tokens,
-        usage.cost_cents,
+        cost,
+        micros_to_cents(cost),
         usage.latency_ms,
     )
-    assert usage.cost_cents > 0
+    assert cost > 0
     assert snapshot(tenant_a) == {
         "calls": 1,
         "investigations": 1 if endpoint == "investigation" else 0,
         "budget_jobs": 1 if endpoint == "budget_optimization" else 0,
         "month_calls": 1,
-        "month_cost": usage.cost_cents,
-        "breakdown": {usage.model: {"calls": 1, "cost_cents": usage.cost_cents}},
+        "month_cost": cost,
+        "breakdown": {usage.model: {"calls": 1, "cost_micros": cost, "cost_cents": micros_to_cents(cost)}},
     }
     with tenant_context(tenant_a.id):
         call = LLMApiCall.objects.get()
@@ -94,12 +100,13 @@ def test_each_worker_writes_exactly_its_rows_with_the_stub_usage(endpoint, tenan
         task_payload.request_id_for(endpoint),
         task_payload.correlation_id,
     )
-    assert (call.input_tokens, call.output_tokens, call.cost_cents, call.latency_ms) == (
+    assert (call.input_tokens, call.output_tokens, call.cost_micros, call.latency_ms) == (
         usage.input_tokens,
         usage.output_tokens,
-        usage.cost_cents,
+        cost,
         usage.latency_ms,
     )
+    assert call.price_id == prices.price_in_force(usage.model).id
     assert snapshot(tenant_b) == EMPTY  # RLS hides all of it from another tenant
 
 
@@ -111,7 +118,7 @@ def test_investigation_is_completed_with_its_result_and_cost(tenant_a):
     assert job.query == "Why is Google Ads underperforming this month?"
     assert job.result["question"] == job.query
     assert job.result == result.result
-    assert job.cost_cents == result.cost_cents
+    assert (job.cost_micros, job.cost_cents) == (result.cost_micros, result.cost_cents)
     assert job.request_id == result.request_id
 
 
@@ -136,22 +143,36 @@ def test_the_stub_is_deterministic(tenant_a):
     first = generate_explanation(payload(tenant_a, "explanation", correlation_id="same"))
     second = generate_explanation(payload(tenant_a, "explanation", correlation_id="same"))
     assert first.explanation == second.explanation
-    assert (first.cost_cents, first.input_tokens, first.request_id) == (
-        second.cost_cents,
+    assert (first.cost_micros, first.input_tokens, first.request_id) == (
+        second.cost_micros,
         second.input_tokens,
         second.request_id,
     )
 
 
-def test_simulated_cost_and_model_come_from_the_prompt(tenant_a):
-    result = route_request(payload(tenant_a, prompt={"model": "stub-large", "simulated_cost_cents": 1234}))
-    assert (result.model, result.cost_cents) == ("stub-large", 1234)
-    assert snapshot(tenant_a)["breakdown"] == {"stub-large": {"calls": 1, "cost_cents": 1234}}
+def test_the_model_and_the_internal_usage_knob_come_from_the_prompt(tenant_a):
+    result = route_request(payload(tenant_a, prompt={"model": "test-large", "output_tokens": 12_345}))
+    assert (result.model, result.output_tokens, result.cost_micros, result.cost_cents) == (
+        "test-large",
+        12_345,
+        12_345,  # 1 µUSD per output token
+        1,
+    )
+    assert snapshot(tenant_a)["breakdown"] == {
+        "test-large": {"calls": 1, "cost_micros": 12_345, "cost_cents": 1}
+    }
+
+
+def test_a_cost_knob_in_the_prompt_sets_nothing(tenant_a):
+    """`simulated_cost_cents` is gone: the price catalogue alone decides what a call costs."""
+    plain = route_request(payload(tenant_a, prompt={"q": 1}))
+    knobbed = route_request(payload(tenant_a, prompt={"q": 1, "simulated_cost_cents": 2147483647}))
+    assert knobbed.cost_micros < 10_000 and plain.model == knobbed.model
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_forced_failure_after_the_insert_leaves_nothing(endpoint, tenant_a):
-    route_request(payload(tenant_a, prompt={"simulated_cost_cents": 50}))  # an existing month row
+    route_request(payload(tenant_a))  # an existing month row
     before = snapshot(tenant_a)
     with pytest.raises(ForcedFailure):
         STUB_WORKERS[endpoint](payload(tenant_a, endpoint), force_failure=True)
@@ -166,7 +187,7 @@ def test_the_same_request_id_twice_records_one_call_and_one_increment(endpoint, 
     assert (first.recorded, again.recorded) == (True, False)
     assert again.api_call_id == first.api_call_id
     state = snapshot(tenant_a)
-    assert (state["calls"], state["month_calls"], state["month_cost"]) == (1, 1, first.cost_cents)
+    assert (state["calls"], state["month_calls"], state["month_cost"]) == (1, 1, first.cost_micros)
     assert state["investigations"] + state["budget_jobs"] == (
         endpoint in {"investigation", "budget_optimization"}
     )
@@ -193,8 +214,8 @@ def test_an_unknown_tenant_gets_a_clear_error_and_nothing_is_written(tenant_a):
 
 
 def test_a_call_over_max_cost_is_refused_before_writing(tenant_a):
-    with pytest.raises(CostLimitExceeded, match="over max_cost_cents 1"):
-        generate_explanation(payload(tenant_a, "explanation", max_cost_cents=1))
+    with pytest.raises(CostLimitExceeded, match="over max_cost_cents 0"):
+        generate_explanation(payload(tenant_a, "explanation", max_cost_cents=0))
     assert snapshot(tenant_a) == EMPTY
 
 
@@ -206,8 +227,8 @@ def test_a_call_over_max_cost_is_refused_before_writing(tenant_a):
         ("budget_optimization", {"total_budget_cents": 0, "channels": {"a": 1}}, "total_budget_cents"),
         ("budget_optimization", {"total_budget_cents": 10, "channels": {}}, "channels"),
         ("budget_optimization", {"total_budget_cents": 10, "channels": {"a": -1}}, "channels.a"),
-        ("route", {"simulated_cost_cents": -5}, "simulated_cost_cents"),
-        ("route", {"model": "gpt-imaginary"}, "unknown model"),
+        ("route", {"output_tokens": -5}, "output_tokens"),
+        ("route", {"model": "gpt-imaginary"}, "Unknown model 'gpt-imaginary'"),
     ],
 )
 def test_invalid_prompts_are_refused_before_writing(endpoint, prompt, problem, tenant_a):
@@ -216,25 +237,31 @@ def test_invalid_prompts_are_refused_before_writing(endpoint, prompt, problem, t
     assert snapshot(tenant_a) == EMPTY
 
 
-def test_negative_usage_is_refused_before_any_sql():
-    with pytest.raises(ValueError, match="cost_cents must be a non-negative integer"):
-        LLMUsage("stub-small", 1, 1, -1, 1)
+def test_negative_or_impossible_usage_is_refused_before_any_sql():
+    with pytest.raises(ValueError, match="output_tokens must be an integer from 0"):
+        LLMUsage("stub-small", 1, -1, 1)
+    with pytest.raises(ValueError, match="cached_input_tokens cannot exceed input_tokens"):
+        LLMUsage("stub-small", 1, 1, 1, cached_input_tokens=2)
 
 
 def test_monthly_costs_accumulate_per_model(tenant_a):
     month = current_utc_month()
     with tenant_context(tenant_a.id):
-        for model, cost in [("m1", 5), ("m2", 7), ("m1", 11)]:
+        for model, cost in [("m1", 5_000), ("m2", 7_000), ("m1", 11_000)]:
             record_monthly_costs(
-                tenant_id=tenant_a.id, month=month, model_label=model, cost_cents=cost, calls=1
+                tenant_id=tenant_a.id, month=month, model_label=model, cost_micros=cost, calls=1
             )
         row = LLMMonthlyCost.objects.get(month=month)
-    assert (row.total_calls, row.total_cost_cents) == (3, 23)
-    assert row.model_breakdown == {"m1": {"calls": 2, "cost_cents": 16}, "m2": {"calls": 1, "cost_cents": 7}}
+    # Cents from the exact totals: 2.3 cents is 2; m1's 1.6 cents is 2, m2's 0.7 cents is 1.
+    assert (row.total_calls, row.total_cost_micros, row.total_cost_cents) == (3, 23_000, 2)
+    assert row.model_breakdown == {
+        "m1": {"calls": 2, "cost_micros": 16_000, "cost_cents": 2},
+        "m2": {"calls": 1, "cost_micros": 7_000, "cost_cents": 1},
+    }
 
 
 def test_record_api_call_reports_an_existing_call(tenant_a):
-    usage = LLMUsage("stub-small", 1, 2, 3, 4)
+    usage = LLMUsage("stub-small", 1, 2, 3)
     with tenant_context(tenant_a.id):
         first = record_api_call(tenant_id=tenant_a.id, endpoint="route", request_id="r1", usage=usage)
         second = record_api_call(tenant_id=tenant_a.id, endpoint="route", request_id="r1", usage=usage)

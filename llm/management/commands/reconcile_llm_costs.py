@@ -5,7 +5,7 @@ Exits non-zero when drift is found and not fixed, so a scheduler or a person not
 
 from django.core.management.base import BaseCommand, CommandError
 
-from llm.money import format_cents
+from llm.money import format_micros
 from llm.services import reconcile_monthly_costs
 
 
@@ -22,8 +22,8 @@ class Command(BaseCommand):
         for tenant_id, drift in report.drifts:
             self.stdout.write(
                 f"drift: tenant {tenant_id} month {drift.month:%Y-%m}: monthly row says "
-                f"{drift.recorded_calls} calls / {format_cents(drift.recorded_cost_cents)}, "
-                f"the calls add up to {drift.actual_calls} / {format_cents(drift.actual_cost_cents)}"
+                f"{drift.recorded_calls} calls / {format_micros(drift.recorded_cost_micros)}, "
+                f"the calls add up to {drift.actual_calls} / {format_micros(drift.actual_cost_micros)}"
                 + (" -> fixed" if fix else "")
             )
         summary = f"Checked {report.tenants_checked} tenant(s): {len(report.drifts)} month(s) drifted"

@@ -15,7 +15,7 @@ from django.db import connections
 
 from llm import selectors
 from llm.models import Tenant
-from llm.money import format_cents
+from llm.money import format_micros
 from llm.payloads import ENDPOINTS, Endpoint, LLMTaskPayload, task_arguments
 from llm.services import BATCH_ENDPOINTS, create_tenant
 from llm.tasks import LLM_TASKS, record_calls_batch
@@ -218,11 +218,11 @@ class Command(BaseCommand):
             if "already_recorded" in value:  # a batch task's counts
                 recorded[kind] += value["recorded"]
                 repeated[kind] += value["already_recorded"]
-                cost[kind] += value["cost_cents"]
+                cost[kind] += value["cost_micros"]
                 continue
             (recorded if value["recorded"] else repeated)[kind] += 1
             if value["recorded"]:
-                cost[kind] += value["cost_cents"]
+                cost[kind] += value["cost_micros"]
             job_id = value.get("investigation_id") or value.get("job_id")
             if job_id:
                 job_ids[kind].append(job_id)
@@ -230,7 +230,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{'kind':<22}{'recorded':>10}{'repeated':>10}{'failed':>8}{'cost':>12}")
         for kind in dict.fromkeys(k for k, _, _ in outcomes):
             self.stdout.write(
-                f"{kind:<22}{recorded[kind]:>10}{repeated[kind]:>10}{failed[kind]:>8}{format_cents(cost[kind]):>12}"
+                f"{kind:<22}{recorded[kind]:>10}{repeated[kind]:>10}{failed[kind]:>8}{format_micros(cost[kind]):>12}"
             )
         for kind, error in errors.items():
             self.stdout.write(self.style.ERROR(f"  {kind} failed: {error}"))
@@ -245,7 +245,7 @@ class Command(BaseCommand):
         if row is None:
             self.stdout.write("  no calls recorded this month")
             return
-        self.stdout.write(f"  {row.total_calls} calls, {format_cents(row.total_cost_cents)}")
+        self.stdout.write(f"  {row.total_calls} calls, {format_micros(row.total_cost_micros)}")
         self.stdout.write(f"  {'model':<16}{'calls':>8}{'cost':>12}")
         for model, entry in sorted(row.model_breakdown.items()):
-            self.stdout.write(f"  {model:<16}{entry['calls']:>8}{format_cents(entry['cost_cents']):>12}")
+            self.stdout.write(f"  {model:<16}{entry['calls']:>8}{format_micros(entry['cost_micros']):>12}")
