@@ -53,7 +53,7 @@ def test_staff_inspect_one_tenants_monthly_breakdown_in_a_real_browser(live_serv
         expect(page.locator("body")).to_contain_text("No tenant chosen: this table shows nothing")
 
         page.goto(f"{live_server.url}/admin/llm/tenant/")
-        page.locator("tr", has_text="Tenant A").locator("a.inspect-tenant").click()
+        page.locator("tr", has_text="Tenant A").locator("button.inspect-tenant").click()
         expect(page.locator("#inspected-tenant")).to_contain_text("Inspecting tenant: Tenant A")
 
         page.goto(f"{live_server.url}/admin/llm/llmmonthlycost/")
