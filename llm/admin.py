@@ -3,6 +3,9 @@ the tenant they inspect (a POST, kept in the session); `llm.middleware.StaffTena
 then runs every admin page inside that tenant's context, so row-level security shows them
 that tenant's rows and nobody else's."""
 
+# django_celery_results registers its models in this module of its own; imported here, before
+# this module takes them back at its end (see there).
+import django_celery_results.admin  # noqa: F401
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models.functions import Now
@@ -239,7 +242,9 @@ admin.site.site_title = "Skeldir LLM admin"
 admin.site.index_title = "Inspection"
 
 # Celery's task results are not tenant-sealed (they are not RLS tables): keep them out of the
-# admin, where staff see one tenant at a time.
-for _model in (TaskResult, GroupResult):
-    if admin.site.is_registered(_model):
-        admin.site.unregister(_model)
+# admin, where staff see one tenant at a time. django_celery_results registers them when its
+# admin module is imported; autodiscovery would import it only after this one (llm comes
+# first in INSTALLED_APPS, so that its templates override the admin's), hence the import at
+# the top. Unconditional: should they ever not be registered here, startup fails loudly
+# rather than letting a later registration slip through.
+admin.site.unregister([TaskResult, GroupResult])

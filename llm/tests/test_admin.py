@@ -1,14 +1,16 @@
 """The admin through the test client: tenant choice in the session (a CSRF-checked POST, for
-holders of the inspect permission only), read-only audit tables, API keys shown once, and
-nothing of another tenant."""
+holders of the inspect permission only), read-only audit tables, API keys shown once, nothing
+of another tenant, and Celery's task results kept out."""
 
 import re
 import uuid
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
+from django_celery_results.models import GroupResult, TaskResult
 
 from llm.api_keys import hash_api_key
 from llm.middleware import INSPECTED_TENANT_SESSION_KEY
@@ -209,3 +211,16 @@ def test_a_revoked_inspect_permission_enters_no_tenant(client, two_tenants_with_
     assert "a-req" not in page
     assert "No tenant chosen: this table shows nothing" in page
     assert chosen_tenant(client) is None  # the choice is dropped, not kept for later
+
+
+def test_celery_task_results_are_kept_out_of_the_admin(staff_client):
+    # Not tenant-sealed: results of every tenant's tasks.
+    assert not admin.site.is_registered(TaskResult)
+    assert not admin.site.is_registered(GroupResult)
+    for url in (
+        "/admin/django_celery_results/",
+        "/admin/django_celery_results/taskresult/",
+        "/admin/django_celery_results/groupresult/",
+    ):
+        assert staff_client.get(url).status_code == 404, url
+    assert "django_celery_results" not in staff_client.get("/admin/").content.decode()
