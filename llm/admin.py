@@ -1,20 +1,29 @@
-"""The Django admin, for inspection. Staff choose the tenant they inspect (kept in the
-session); `skeldir.tenancy.StaffTenantMiddleware` then runs every admin page inside that
-tenant's context, so row-level security shows them that tenant's rows and nobody else's."""
+"""The Django admin, for inspection. Staff holding the `llm.inspect_tenant` permission choose
+the tenant they inspect (a POST, kept in the session); `llm.middleware.StaffTenantMiddleware`
+then runs every admin page inside that tenant's context, so row-level security shows them
+that tenant's rows and nobody else's."""
 
+# django_celery_results registers its models in this module of its own; imported here, before
+# this module takes them back at its end (see there).
+import django_celery_results.admin  # noqa: F401
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models.functions import Now
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
 from django_celery_results.models import GroupResult, TaskResult
 
-from llm.middleware import INSPECTED_TENANT_SESSION_KEY
+from llm.middleware import INSPECT_TENANT_PERMISSION, INSPECTED_TENANT_SESSION_KEY
 from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost, Tenant
 from llm.money import format_micros
 from llm.services import create_tenant
+from skeldir.tenancy import parse_tenant_id
 
+# The form the Inspect buttons of the Tenants list submit (admin/llm/tenant/change_list.html).
+INSPECT_FORM_ID = "inspect-tenant-form"
 NO_TENANT_SUBTITLE = (
     "No tenant chosen: this table shows nothing until you choose a tenant to inspect (Tenants page)."
 )
@@ -55,10 +64,22 @@ class TenantAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def get_list_display(self, request):
+        if request.user.has_perm(INSPECT_TENANT_PERMISSION):
+            return self.list_display
+        return [column for column in self.list_display if column != "inspect"]
+
     @admin.display(description="Inspect")
     def inspect(self, tenant: Tenant) -> str:
+        # Inspecting changes what the session acts on: a POST with the CSRF token, through the
+        # form admin/llm/tenant/change_list.html puts above the list (this cell is inside the
+        # changelist's own form, and forms cannot nest).
         url = reverse("admin:llm_inspect_tenant", args=[tenant.id])
-        return format_html("<a class='inspect-tenant' href='{}'>Inspect</a>", url)
+        return format_html(
+            "<button type='submit' class='button inspect-tenant' form='{}' formaction='{}'>Inspect</button>",
+            INSPECT_FORM_ID,
+            url,
+        )
 
     def save_model(self, request, obj: Tenant, form, change):
         tenant, api_key = create_tenant(name=obj.name, notification_email=obj.notification_email)
@@ -69,21 +90,32 @@ class TenantAdmin(admin.ModelAdmin):
         )
 
     def get_urls(self):
+        # POST only (GET answers 405), CSRF-checked by admin_view: a cross-site link or form
+        # must not switch the tenant a signed-in staff member acts on.
         return [
             path(
-                "<uuid:tenant_id>/inspect/",
-                self.admin_site.admin_view(self.inspect_view),
+                # Any string: an id that is not a UUID gets the same 403 as the others.
+                "<str:tenant_id>/inspect/",
+                self.admin_site.admin_view(require_POST(self.inspect_view)),
                 name="llm_inspect_tenant",
             ),
             path(
                 "stop-inspecting/",
-                self.admin_site.admin_view(self.stop_inspecting_view),
+                self.admin_site.admin_view(require_POST(self.stop_inspecting_view)),
                 name="llm_stop_inspecting",
             ),
             *super().get_urls(),
         ]
 
-    def inspect_view(self, request, tenant_id):
+    def inspect_view(self, request, tenant_id: str):
+        # The permission first, so that without it every id gets the same answer (403):
+        # existing, unknown or malformed, nothing tells which tenants exist.
+        if not request.user.has_perm(INSPECT_TENANT_PERMISSION):
+            raise PermissionDenied
+        try:
+            tenant_id = parse_tenant_id(tenant_id)
+        except ValueError:
+            raise Http404("No such tenant.") from None
         tenant = get_object_or_404(Tenant, id=tenant_id)
         request.session[INSPECTED_TENANT_SESSION_KEY] = str(tenant.id)
         messages.success(request, f"Now inspecting {tenant.name}: tenant tables show its rows only.")
@@ -210,7 +242,9 @@ admin.site.site_title = "Skeldir LLM admin"
 admin.site.index_title = "Inspection"
 
 # Celery's task results are not tenant-sealed (they are not RLS tables): keep them out of the
-# admin, where staff see one tenant at a time.
-for _model in (TaskResult, GroupResult):
-    if admin.site.is_registered(_model):
-        admin.site.unregister(_model)
+# admin, where staff see one tenant at a time. django_celery_results registers them when its
+# admin module is imported; autodiscovery would import it only after this one (llm comes
+# first in INSTALLED_APPS, so that its templates override the admin's), hence the import at
+# the top. Unconditional: should they ever not be registered here, startup fails loudly
+# rather than letting a later registration slip through.
+admin.site.unregister([TaskResult, GroupResult])

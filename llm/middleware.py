@@ -45,6 +45,9 @@ class TenantMiddleware:
 
 
 INSPECTED_TENANT_SESSION_KEY = "inspected_tenant_id"
+# Entering a tenant in the admin needs this permission (Tenant.Meta.permissions), not just
+# being staff; superusers have it like every permission.
+INSPECT_TENANT_PERMISSION = "llm.inspect_tenant"
 
 
 class StaffTenantMiddleware:
@@ -52,7 +55,9 @@ class StaffTenantMiddleware:
 
     The choice lives in the session (`INSPECTED_TENANT_SESSION_KEY`, set from the admin's
     Tenants page). With none, admin pages run with no tenant and tenant tables show nothing.
-    `request.inspected_tenant` is the Tenant or None. Place after AuthenticationMiddleware.
+    A user without `INSPECT_TENANT_PERMISSION` (revoked since the choice, say) enters no
+    tenant, and the choice is dropped. `request.inspected_tenant` is the Tenant or None.
+    Place after AuthenticationMiddleware.
     """
 
     def __init__(self, get_response):
@@ -69,6 +74,9 @@ class StaffTenantMiddleware:
             and user.is_staff
             and request.path.startswith(reverse("admin:index"))
         ):
+            return self.get_response(request)
+        if not user.has_perm(INSPECT_TENANT_PERMISSION):
+            del request.session[INSPECTED_TENANT_SESSION_KEY]
             return self.get_response(request)
         try:
             tenant_id = parse_tenant_id(chosen)

@@ -69,6 +69,9 @@ class Tenant(models.Model):
             # A constraint rather than unique=True, which would add a useless LIKE index.
             models.UniqueConstraint(fields=["api_key_hash"], name="tenants_api_key_hash_uniq"),
         ]
+        # Entering a tenant in the admin (llm.admin, StaffTenantMiddleware) needs this, granted
+        # explicitly: being staff is not enough. Superusers have every permission.
+        permissions = [("inspect_tenant", "Can inspect a tenant's LLM data")]
 
     def __str__(self) -> str:
         return self.name

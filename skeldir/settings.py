@@ -38,6 +38,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "django_celery_results",
+    # django-ninja's templates and static files: /api/llm/docs then serves Swagger UI from the
+    # installed package (collected with the rest) instead of loading it from a CDN.
+    "ninja",
 ]
 
 MIDDLEWARE = [
@@ -53,8 +56,9 @@ MIDDLEWARE = [
     "llm.middleware.StaffTenantMiddleware",  # admin pages: the tenant staff chose to inspect
     "skeldir.logs.TenantLogContextMiddleware",  # after both tenant middlewares: logs the tenant
 ]
-# WhiteNoise serves the collected static files (the admin's CSS and JavaScript) from the app
-# itself under gunicorn; the Docker image collects them at build. Off by default.
+# WhiteNoise serves the collected static files (the admin's CSS and JavaScript, the API docs'
+# Swagger UI) from the app itself: under gunicorn, where the Docker image collects them at
+# build, and under `./dev serve`, which collects them before it starts. Off by default.
 SERVE_STATIC = env.bool("DJANGO_SERVE_STATIC", default=False)
 if SERVE_STATIC:
     MIDDLEWARE.insert(

@@ -1,10 +1,19 @@
-"""The admin through the test client: tenant choice in the session, read-only audit tables,
-API keys shown once, and nothing of another tenant."""
+"""The admin through the test client: tenant choice in the session (a CSRF-checked POST, for
+holders of the inspect permission only), read-only audit tables, API keys shown once, nothing
+of another tenant, and Celery's task results kept out."""
+
+import re
+import uuid
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django_celery_results.models import GroupResult, TaskResult
 
 from llm.api_keys import hash_api_key
+from llm.middleware import INSPECTED_TENANT_SESSION_KEY
 from llm.models import Investigation, LLMApiCall, LLMMonthlyCost, Tenant
 from llm.payloads import LLMTaskPayload
 from llm.services import run_investigation
@@ -30,7 +39,7 @@ def two_tenants_with_calls(tenant_a, tenant_b):
 
 
 def inspect(client, tenant):
-    response = client.get(f"/admin/llm/tenant/{tenant.id}/inspect/", follow=True)
+    response = client.post(f"/admin/llm/tenant/{tenant.id}/inspect/", follow=True)
     assert response.status_code == 200
     assert f"Inspecting tenant: <strong>{tenant.name}</strong>" in response.content.decode()
 
@@ -52,7 +61,7 @@ def test_a_chosen_tenant_shows_its_rows_and_none_of_the_others(staff_client, two
     assert "class='model-breakdown'" in costs
     inspect(staff_client, tenant_b)
     assert "b-req" in staff_client.get("/admin/llm/llmapicall/").content.decode()
-    staff_client.get("/admin/llm/tenant/stop-inspecting/")
+    staff_client.post("/admin/llm/tenant/stop-inspecting/")
     assert "b-req" not in staff_client.get("/admin/llm/llmapicall/").content.decode()
 
 
@@ -117,3 +126,101 @@ def test_a_blank_tenant_name_is_refused(staff_client):
     response = staff_client.post("/admin/llm/tenant/add/", {"name": "   "})
     assert response.status_code == 200
     assert not Tenant.objects.exists()
+
+
+def staff_user(username, *permissions):
+    """An active staff member (not a superuser) holding only `permissions` ("app.codename")."""
+    user = get_user_model().objects.create_user(username, password="a-long-test-password", is_staff=True)
+    for permission in permissions:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    return user
+
+
+def csrf_token_of_form(page: str, form_id: str) -> str:
+    form = re.search(rf'<form id="{form_id}".*?</form>', page, re.S)
+    assert form, f"no form {form_id!r} on the page"
+    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.group(0)).group(1)
+
+
+def chosen_tenant(client):
+    return client.session.get(INSPECTED_TENANT_SESSION_KEY)
+
+
+def test_inspect_and_stop_are_posts_with_a_csrf_token_never_gets(tenant_a, tenant_b):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(
+        get_user_model().objects.create_superuser("operator", "ops@example.com", "a-long-test-password")
+    )
+    inspect_url, stop_url = f"/admin/llm/tenant/{tenant_a.id}/inspect/", "/admin/llm/tenant/stop-inspecting/"
+    assert client.get(inspect_url).status_code == 405  # what a cross-site link would do
+    assert chosen_tenant(client) is None
+
+    tenants_page = client.get("/admin/llm/tenant/").content.decode()
+    assert f"form='inspect-tenant-form' formaction='{inspect_url}'" in tenants_page
+    assert client.post(inspect_url).status_code == 403  # a cross-site form: no token
+    assert chosen_tenant(client) is None
+    token = csrf_token_of_form(tenants_page, "inspect-tenant-form")
+    response = client.post(inspect_url, {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert chosen_tenant(client) == str(tenant_a.id)
+
+    banner = client.get("/admin/").content.decode()
+    assert "Inspecting tenant: <strong>Tenant A</strong>" in banner
+    assert client.get(stop_url).status_code == 405
+    assert client.post(stop_url).status_code == 403
+    assert chosen_tenant(client) == str(tenant_a.id)
+    token = csrf_token_of_form(banner, "stop-inspecting-form")
+    response = client.post(stop_url, {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert chosen_tenant(client) is None
+
+
+def test_inspecting_needs_the_permission_and_without_it_every_id_gets_the_same_403(client, tenant_a):
+    user = staff_user("viewer", "llm.view_tenant")
+    client.force_login(user)
+    ids = {"existing": tenant_a.id, "unknown": uuid.uuid4(), "malformed": "not-a-uuid"}
+    refused = {name: client.post(f"/admin/llm/tenant/{id_}/inspect/") for name, id_ in ids.items()}
+    assert {name: response.status_code for name, response in refused.items()} == dict.fromkeys(ids, 403)
+    assert len({response.content for response in refused.values()}) == 1
+    assert chosen_tenant(client) is None
+    assert "inspect-tenant" not in client.get("/admin/llm/tenant/").content.decode()
+
+    user.user_permissions.add(Permission.objects.get(codename="inspect_tenant"))
+    answers = {name: client.post(f"/admin/llm/tenant/{id_}/inspect/") for name, id_ in ids.items()}
+    assert {name: response.status_code for name, response in answers.items()} == {
+        "existing": 302,
+        "unknown": 404,
+        "malformed": 404,
+    }
+    assert chosen_tenant(client) == str(tenant_a.id)
+    assert "inspect-tenant" in client.get("/admin/llm/tenant/").content.decode()
+
+
+def test_a_revoked_inspect_permission_enters_no_tenant(client, two_tenants_with_calls):
+    tenant_a, _ = two_tenants_with_calls
+    user = staff_user("auditor", "llm.inspect_tenant", "llm.view_llmapicall")
+    client.force_login(user)
+    inspect(client, tenant_a)
+    assert "a-req" in client.get("/admin/llm/llmapicall/").content.decode()
+
+    user.user_permissions.remove(Permission.objects.get(codename="inspect_tenant"))
+    page = client.get("/admin/llm/llmapicall/").content.decode()
+    assert "a-req" not in page
+    assert "No tenant chosen: this table shows nothing" in page
+    assert chosen_tenant(client) is None  # the choice is dropped, not kept for later
+
+
+def test_celery_task_results_are_kept_out_of_the_admin(staff_client):
+    # Not tenant-sealed: results of every tenant's tasks.
+    assert not admin.site.is_registered(TaskResult)
+    assert not admin.site.is_registered(GroupResult)
+    for url in (
+        "/admin/django_celery_results/",
+        "/admin/django_celery_results/taskresult/",
+        "/admin/django_celery_results/groupresult/",
+    ):
+        assert staff_client.get(url).status_code == 404, url
+    assert "django_celery_results" not in staff_client.get("/admin/").content.decode()

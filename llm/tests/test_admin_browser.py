@@ -1,8 +1,12 @@
-"""The admin in a real headless Chromium (Debian's package, driven by Playwright): log in as
-staff, choose a tenant, see its monthly breakdown and none of the other tenant's rows.
-Saves a screenshot to artifacts/."""
+"""The admin and the API docs as `./dev serve` (the README's way to open them) serves them,
+in a real headless Chromium (Debian's package, driven by Playwright): styled by its own static
+files, staff log in, inspect one tenant (a POST), see its monthly breakdown and none of the
+other tenant's rows, stop; Swagger UI renders from local assets only. Saves a screenshot to
+artifacts/."""
 
+import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from django.contrib.auth import get_user_model
 from playwright.sync_api import expect, sync_playwright
 
 from llm.tests.factories import record_route_call
+from llm.tests.workers import DevServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +34,54 @@ CHROMIUM_ARGS = [
 ]
 
 
-def test_staff_inspect_one_tenants_monthly_breakdown_in_a_real_browser(live_server, tenant_a, tenant_b):
+@pytest.fixture(scope="module")
+def dev_server(django_db_setup, tmp_path_factory):
+    """One `./dev serve` for the module (it starts in seconds, not milliseconds)."""
+    server = DevServer(tmp_path_factory.mktemp("dev-serve"))
+    yield server
+    server.stop()
+
+
+class _AssetReferences(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls = []
+
+    def handle_starttag(self, tag, attrs):
+        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
+
+
+def asset_references(html: bytes) -> list[str]:
+    parser = _AssetReferences()
+    parser.feed(html.decode())
+    return parser.urls
+
+
+def test_dev_serve_serves_the_admins_static_files_and_the_api_docs_from_the_package(dev_server):
+    status, login_page, _ = dev_server.get("/admin/login/")
+    assert status == 200
+    assert "/static/admin/css/base.css" in asset_references(login_page)
+    status, _, headers = dev_server.get("/static/admin/css/base.css")
+    assert (status, headers["Content-Type"].split(";")[0]) == (200, "text/css")
+
+    status, docs, _ = dev_server.get("/api/llm/docs")
+    assert status == 200
+    assets = asset_references(docs)
+    assert not re.search(rb"https?://|//cdn", docs), "the docs page names a remote host"
+    assert {url for url in assets if url.endswith(".js")} == {
+        "/static/ninja/swagger-ui-bundle.js",
+        "/static/ninja/swagger-ui-init.js",
+    }
+    assert "/static/ninja/swagger-ui.css" in assets
+    for url in assets:
+        assert url.startswith("/static/ninja/"), url
+        status, body, headers = dev_server.get(url)
+        assert status == 200 and body, url
+        expected = {"js": "javascript", "css": "text/css", "svg": "image/svg+xml", "png": "image/png"}
+        assert expected[url.rsplit(".", 1)[1]] in headers["Content-Type"], (url, headers["Content-Type"])
+
+
+def test_staff_inspect_one_tenants_monthly_breakdown_in_a_real_browser(dev_server, tenant_a, tenant_b):
     assert Path(CHROMIUM).exists(), (
         "Debian's chromium is missing: `./dev test` installs it (apt-get install chromium)"
     )
@@ -39,24 +91,36 @@ def test_staff_inspect_one_tenants_monthly_breakdown_in_a_real_browser(live_serv
     record_route_call(tenant_a, model="test-large", cost_cents=900, request_id="a-route-3")
     record_route_call(tenant_b, model="test-medium", cost_cents=777, request_id="b-secret-request")
     ARTIFACTS.mkdir(exist_ok=True)
+    url = dev_server.url
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{live_server.url}/admin/login/")
+        # Anything the pages ask of another host is refused and remembered: all must be local.
+        remote = []
+        page.route(
+            re.compile(r"^(?!http://127\.0\.0\.1:\d+/)"),
+            lambda route: (remote.append(route.request.url), route.abort()),
+        )
+        page.goto(f"{url}/admin/login/")
+        # Styled by base.css (unstyled, the header is a plain block on a transparent background).
+        header_style = page.eval_on_selector(
+            "#header", "e => [getComputedStyle(e).display, getComputedStyle(e).backgroundColor]"
+        )
+        assert header_style[0] == "flex" and header_style[1] != "rgba(0, 0, 0, 0)", header_style
         page.fill("#id_username", "operator")
         page.fill("#id_password", "a-long-test-password")
         page.click("input[type=submit]")
         expect(page.locator("#inspected-tenant")).to_contain_text("No tenant chosen")
 
-        page.goto(f"{live_server.url}/admin/llm/llmmonthlycost/")
+        page.goto(f"{url}/admin/llm/llmmonthlycost/")
         expect(page.locator("body")).to_contain_text("No tenant chosen: this table shows nothing")
 
-        page.goto(f"{live_server.url}/admin/llm/tenant/")
-        page.locator("tr", has_text="Tenant A").locator("a.inspect-tenant").click()
+        page.goto(f"{url}/admin/llm/tenant/")
+        page.locator("tr", has_text="Tenant A").locator("button.inspect-tenant").click()
         expect(page.locator("#inspected-tenant")).to_contain_text("Inspecting tenant: Tenant A")
 
-        page.goto(f"{live_server.url}/admin/llm/llmmonthlycost/")
+        page.goto(f"{url}/admin/llm/llmmonthlycost/")
         breakdown = page.locator("table.model-breakdown")
         expect(breakdown).to_contain_text("test-small")
         # Sub-cent amounts are shown exactly, whole cents as usual.
@@ -68,8 +132,19 @@ def test_staff_inspect_one_tenants_monthly_breakdown_in_a_real_browser(live_serv
         expect(body).not_to_contain_text("$7.77")
         page.screenshot(path=str(ARTIFACTS / "admin-monthly-breakdown.png"), full_page=True)
 
-        page.goto(f"{live_server.url}/admin/llm/llmapicall/?q=b-secret-request")
+        page.goto(f"{url}/admin/llm/llmapicall/?q=b-secret-request")
         expect(page.locator("body")).not_to_contain_text("b-secret-request")
-        page.goto(f"{live_server.url}/admin/llm/llmapicall/")
+        page.goto(f"{url}/admin/llm/llmapicall/")
         expect(page.locator("#result_list")).to_contain_text("a-route-3")
+
+        page.locator("#inspected-tenant button", has_text="stop").click()
+        expect(page.locator("#inspected-tenant")).to_contain_text("No tenant chosen")
+        page.goto(f"{url}/admin/llm/llmapicall/")
+        expect(page.locator("body")).not_to_contain_text("a-route-3")
+
+        # The API docs: Swagger UI from the installed package renders the OpenAPI document.
+        page.goto(f"{url}/api/llm/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Skeldir LLM API")
+        expect(page.locator(".swagger-ui")).to_contain_text("/api/llm/investigations")
+        assert remote == []
         browser.close()

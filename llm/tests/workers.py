@@ -1,6 +1,6 @@
-"""Real `celery worker` and `gunicorn` processes for tests, started against the test database;
-workers with a real broker (the PostgreSQL transport, or Redis when CELERY_BROKER_URL names
-one)."""
+"""Real `celery worker`, `gunicorn` and `./dev serve` processes for tests, started against the
+test database; workers with a real broker (the PostgreSQL transport, or Redis when
+CELERY_BROKER_URL names one)."""
 
 import json
 import os
@@ -121,26 +121,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Gunicorn:
-    """The web service as docker-compose.yml runs it (`options` add to its command line; a
-    variable given as None is removed from the environment)."""
+class HttpServer:
+    """A web server process of the project on a free local port, logging to a file."""
 
-    def __init__(self, log_dir: Path, *options: str, **env: str | None):
-        environment = {**os.environ, "DJANGO_SECRET_KEY": "test", **env}
-        environment = {name: value for name, value in environment.items() if value is not None}
-        self.port = free_port()
-        self.log = log_dir / f"gunicorn-{self.port}.log"
-        self.process = subprocess.Popen(
-            [GUNICORN, "--config", "docker/gunicorn.conf.py", "--workers", "2", *options,
-             "--bind", f"127.0.0.1:{self.port}", "skeldir.wsgi:application"],
-            cwd=BASE_DIR, env=environment,
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
+    port: int
+    log: Path
+    process: subprocess.Popen
+
+    def wait_until_healthy(self, name: str, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while self.get("/healthz")[0] != 200:
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"gunicorn did not come up:\n{self.output()[-4000:]}")
+                raise AssertionError(f"{name} did not come up:\n{self.output()[-4000:]}")
             time.sleep(0.2)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
         return self.request("GET", path, headers)
@@ -150,7 +147,7 @@ class Gunicorn:
     ) -> tuple[int, bytes, dict]:
         """(status, body, headers); status 0 when no answer came."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
+            f"{self.url}{path}",
             method=method,
             headers={**(headers or {}), **({"Content-Type": "application/json"} if body is not None else {})},
             data=None if body is None else json.dumps(body).encode(),
@@ -166,6 +163,24 @@ class Gunicorn:
     def output(self) -> str:
         return self.log.read_text()
 
+
+class Gunicorn(HttpServer):
+    """The web service as docker-compose.yml runs it (`options` add to its command line; a
+    variable given as None is removed from the environment)."""
+
+    def __init__(self, log_dir: Path, *options: str, **env: str | None):
+        environment = {**os.environ, "DJANGO_SECRET_KEY": "test", **env}
+        environment = {name: value for name, value in environment.items() if value is not None}
+        self.port = free_port()
+        self.log = log_dir / f"gunicorn-{self.port}.log"
+        self.process = subprocess.Popen(
+            [GUNICORN, "--config", "docker/gunicorn.conf.py", "--workers", "2", *options,
+             "--bind", f"127.0.0.1:{self.port}", "skeldir.wsgi:application"],
+            cwd=BASE_DIR, env=environment,
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.wait_until_healthy("gunicorn", timeout=60)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -173,4 +188,37 @@ class Gunicorn:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait(timeout=10)
+
+
+class DevServer(HttpServer):
+    """`./dev serve` itself, the README's way to open the admin (migrate, collect the static
+    files, runserver), on a free port against the test database, with DEBUG off and static
+    serving not asked for: whatever it serves, the command arranges on its own."""
+
+    def __init__(self, log_dir: Path):
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url("default"),
+            "DATABASE_OWNER_URL": database_url("owner"),
+            "DJANGO_DEBUG": "false",
+            "DJANGO_SERVE_STATIC": "false",
+        }
+        self.port = free_port()
+        self.log = log_dir / f"dev-serve-{self.port}.log"
+        self.process = subprocess.Popen(
+            [str(BASE_DIR / "dev"), "serve", f"127.0.0.1:{self.port}", "--noreload"],
+            cwd=BASE_DIR, env=environment,
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        # Longer than gunicorn's: the first run may install requirements.txt into .venv.
+        self.wait_until_healthy("./dev serve", timeout=180)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
