@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("llm", "0004_broker_and_result_tables"),
+        ("llm", "0007_price_catalogue"),
     ]
 
     operations = [
