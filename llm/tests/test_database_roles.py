@@ -87,6 +87,8 @@ def test_one_policy_per_llm_table_with_the_tenant_predicate_for_using_and_check(
         ("investigations", "DELETE", False),
         ("budget_optimization_jobs", "UPDATE", True),
         ("budget_optimization_jobs", "DELETE", False),
+        ("llm_model_prices", "SELECT", True),
+        *[("llm_model_prices", privilege, False) for privilege in ("INSERT", "UPDATE", "DELETE")],
         *[(table, "TRUNCATE", False) for table in sorted(ALL_TABLES)],
     ],
 )
