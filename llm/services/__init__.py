@@ -27,10 +27,17 @@ from llm.services.batch import (
     record_stub_calls_batch,
 )
 from llm.services.dispatch import enqueue_on_commit, request_llm_call
-from llm.services.errors import CostLimitExceeded, ForcedFailure, InvalidBatch, UnknownJob, UnknownTenant
+from llm.services.errors import (
+    AmbiguousTenant,
+    CostLimitExceeded,
+    ForcedFailure,
+    InvalidBatch,
+    UnknownJob,
+    UnknownTenant,
+)
 from llm.services.jobs import start_budget_optimization, start_investigation, sweep_stale_jobs
 from llm.services.reconciliation import ReconciliationReport, reconcile_monthly_costs
-from llm.services.tenants import create_tenant
+from llm.services.tenants import create_tenant, find_tenant, rotate_api_key
 from llm.services.workers import (
     STUB_WORKERS,
     generate_explanation,
@@ -43,6 +50,7 @@ __all__ = [
     "BATCH_ENDPOINTS",
     "BATCH_MAX_CALLS",
     "STUB_WORKERS",
+    "AmbiguousTenant",
     "ApiCallToRecord",
     "CostLimitExceeded",
     "ForcedFailure",
@@ -57,6 +65,7 @@ __all__ = [
     "adjust_monthly_costs",
     "create_tenant",
     "enqueue_on_commit",
+    "find_tenant",
     "generate_explanation",
     "optimize_budget",
     "reconcile_monthly_costs",
@@ -65,6 +74,7 @@ __all__ = [
     "record_monthly_costs",
     "record_stub_calls_batch",
     "request_llm_call",
+    "rotate_api_key",
     "route_request",
     "run_investigation",
     "start_budget_optimization",
