@@ -13,6 +13,7 @@ import time
 import pytest
 from django.conf import settings
 from django.db import connection
+from django_celery_results.models import TaskResult
 
 from llm import stub_provider
 from llm.models import BudgetOptimizationJob, Investigation, JobStatus, LLMApiCall, LLMMonthlyCost
@@ -20,6 +21,7 @@ from llm.payloads import LLMTaskPayload
 from llm.selectors import current_utc_month
 from llm.tasks import LLM_TASKS
 from llm.tests.factories import payload_data
+from llm.tests.test_tasks import CALL_RECEIPT, JOB_RECEIPT, SECRET, SECRET_PROMPTS
 from llm.tests.workers import BROKERS, REDIS_ONLY, REDIS_URL, database_url, send, wait_for_calls
 from skeldir.tenancy import tenant_context
 
@@ -153,3 +155,33 @@ def test_an_api_job_goes_pending_running_completed_through_a_real_worker(
     assert job["status"] == "completed"
     assert job["result"]["question"] == "Why is Meta Ads up?"
     assert month_totals(tenant_a) == (1, job["cost_cents"])
+
+
+def test_the_result_backend_stores_ids_and_status_only(start_worker, tenant_a):
+    """django-celery-results' table is not tenant-sealed: what a real worker stores there for
+    each LLM task (its result, and its arguments with extended results) holds no prompt text
+    and no cost, only the call's ids and status."""
+    worker = start_worker("postgres")  # with CELERY_RESULT_BACKEND=django-db
+    task_ids = {
+        send(
+            "postgres", endpoint, LLMTaskPayload.parse(payload_data(tenant_a.id, endpoint, prompt=prompt))
+        ): endpoint
+        for endpoint, prompt in SECRET_PROMPTS.items()
+    }
+    wait_for_calls(tenant_a, 4, timeout=60, worker=worker)
+    deadline = time.monotonic() + 30
+    while TaskResult.objects.filter(task_id__in=task_ids, status="SUCCESS").count() < 4:
+        assert time.monotonic() < deadline, worker.output()[-3000:]
+        time.sleep(0.2)
+    with tenant_context(tenant_a.id):
+        costs = set(LLMApiCall.objects.values_list("cost_cents", flat=True))
+    for row in TaskResult.objects.filter(task_id__in=task_ids).values():
+        stored = json.dumps(row, default=str)
+        assert SECRET not in stored
+        result = json.loads(row["result"])
+        endpoint = task_ids[row["task_id"]]
+        assert set(result) == (
+            JOB_RECEIPT if endpoint in ("investigation", "budget_optimization") else CALL_RECEIPT
+        )
+        assert not any("cost" in key for key in result)
+        assert not costs & {value for value in result.values() if type(value) is int}
