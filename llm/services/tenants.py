@@ -66,7 +66,7 @@ def rotate_api_key(*, tenant_id: uuid.UUID) -> str:
     The previous key stops working as soon as this commits: requests look the key up each time.
 
     The runtime role may update exactly `api_key_hash` and `updated_at` of `tenants`
-    (migration 0005), nothing else of the directory."""
+    (migration runtime_may_rotate_api_keys), nothing else of the directory."""
     api_key = generate_api_key()
     with transaction.atomic():
         rotated = Tenant.objects.filter(id=tenant_id).update(

@@ -96,7 +96,7 @@ def test_runtime_role_holds_only_the_privileges_it_needs(table, privilege, expec
 
 
 def test_runtime_role_may_update_exactly_the_api_key_hash_and_updated_at_of_tenants():
-    """Column privileges (migration 0005): rotating an API key, nothing else of the directory."""
+    """Column privileges (migration runtime_may_rotate_api_keys): rotating an API key, nothing else."""
     columns = [name for (name,) in fetch(
         "SELECT attname FROM pg_attribute WHERE attrelid = 'tenants'::regclass AND attnum > 0 "
         "AND NOT attisdropped"
