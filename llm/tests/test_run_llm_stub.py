@@ -18,6 +18,7 @@ from llm.selectors import current_utc_month
 from llm.tests.factories import record_route_call
 from llm.tests.proxy import DatabaseProxy
 from llm.tests.workers import REDIS_URL, database_url, wait_for_calls
+from skeldir.celery import app as celery_app
 from skeldir.tenancy import tenant_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -105,6 +106,8 @@ def test_the_summary_keeps_columns_apart_for_large_amounts(tenant_a):
 def test_via_broker_without_a_worker_says_what_is_queued_and_fails_cleanly(tenant_a, start_worker):
     """No worker: a clear message and a CommandError, not Celery's TimeoutError traceback;
     the calls stay queued and a worker started later records them, as the message says."""
+    with celery_app.connection_for_write() as conn:  # messages earlier tests left: not ours to wait for
+        conn.default_channel.queue_purge("llm")
     out = StringIO()
     with pytest.raises(
         CommandError, match=r"^3 call\(s\) still queued on the .* broker after 1s; start a worker"
