@@ -22,13 +22,7 @@ from skeldir.celery import app
 
 django.setup()  # before llm.tasks (models): the worker imports this module before Celery does it
 
-from bench.workloads import (  # noqa: E402
-    ENDPOINT,
-    RAW_INPUT_TOKENS,
-    RAW_LATENCY_MS,
-    RAW_OUTPUT_TOKENS,
-    raw_recorder,
-)
+from bench.workloads import ENDPOINT, raw_recorder  # noqa: E402
 from llm.tasks import LLMTask  # noqa: E402
 
 __all__ = ["app"]
@@ -36,7 +30,6 @@ __all__ = ["app"]
 NOOP_TASK_NAME = "bench.noop"
 RAW_TASK_NAME = "bench.raw_route"
 RAW_DEFAULT_MODEL = "stub-small"  # the stub's default for a route call
-RAW_ROUTE = "explanation"  # what the route stub answers for the benchmark's prompts
 
 
 @app.task(name=NOOP_TASK_NAME)
@@ -79,7 +72,8 @@ _raw = _RawConnection()
 def raw_route(payload: dict) -> dict:
     """`llm.route`'s work at its floor: the payload read as a dict (no validation), the call
     row and the monthly upsert in one transaction inside the tenant, and a receipt with
-    `llm.route`'s keys. Same Celery task class (options, result repr size) as `llm.route`."""
+    `llm.route`'s keys (ids and status: `llm.payloads.task_receipt`). Same Celery task class
+    (options, result repr size) as `llm.route`."""
     cursor = _raw.get()
     prompt = payload["prompt"]
     model = prompt.get("model") or RAW_DEFAULT_MODEL
@@ -110,10 +104,4 @@ def raw_route(payload: dict) -> dict:
         "correlation_id": payload.get("correlation_id"),
         "api_call_id": str(row[0]),
         "recorded": recorded,
-        "model": model,
-        "input_tokens": RAW_INPUT_TOKENS,
-        "output_tokens": RAW_OUTPUT_TOKENS,
-        "cost_cents": cost,
-        "latency_ms": RAW_LATENCY_MS,
-        "route": RAW_ROUTE,
     }

@@ -1,6 +1,7 @@
 """Task payload contracts (pydantic): what every LLM task takes, the prompts the job kinds
-need, what each task returns, and the tasks' stable names. Payloads travel as JSON
-(`model_dump(mode="json")`); `task_arguments` builds a task's message arguments from one."""
+need, what the services return and what the tasks return, and the tasks' stable names.
+Payloads travel as JSON (`model_dump(mode="json")`); `task_arguments` builds a task's message
+arguments from one, and `task_receipt` a task's return value from a service's result."""
 
 import math
 import uuid
@@ -238,3 +239,41 @@ class BudgetOptimizationResult(LLMCallResult):
     job_id: uuid.UUID
     status: str
     recommendations: dict[str, Any] | None
+
+
+# --- what the tasks return --------------------------------------------------------------------
+
+
+class LLMCallReceipt(BaseModel):
+    """What an LLM task returns, and so all a result backend stores of it (django-celery-results'
+    table, which row-level security does not seal, or Redis): ids and status, nothing else.
+    Never the prompt-derived output (route, explanation, investigation result, budget
+    recommendations) nor the cost: those stay in the tenant's rows, read inside the tenant."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant_id: uuid.UUID
+    endpoint: Endpoint
+    request_id: str
+    correlation_id: str | None
+    api_call_id: uuid.UUID
+    recorded: StrictBool
+
+
+class LLMJobReceipt(LLMCallReceipt):
+    """The receipt of an investigation or budget optimization: the call's, with its job."""
+
+    job_id: uuid.UUID
+    status: str
+
+
+def task_receipt(result: LLMCallResult) -> dict:
+    """A service's full result trimmed to the task's JSON return value (see LLMCallReceipt)."""
+    call = result.model_dump(include=set(LLMCallReceipt.model_fields))
+    if isinstance(result, InvestigationResult):
+        receipt = LLMJobReceipt(**call, job_id=result.investigation_id, status=result.status)
+    elif isinstance(result, BudgetOptimizationResult):
+        receipt = LLMJobReceipt(**call, job_id=result.job_id, status=result.status)
+    else:
+        receipt = LLMCallReceipt(**call)
+    return receipt.model_dump(mode="json")

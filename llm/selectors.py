@@ -5,11 +5,11 @@ import base64
 import datetime
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Count, Q, Sum
 
 from llm import sql
 from llm.api_keys import hash_api_key
@@ -57,6 +57,36 @@ def find_monthly_cost_drift() -> list[MonthlyCostDrift]:
         )
         for month, calls, cost, breakdown, actual_calls, actual_cost, actual in rows
     ]
+
+
+@dataclass(frozen=True)
+class CallTotals:
+    calls: int
+    cost_micros: int
+
+
+# Request ids per query: well under PostgreSQL's 65,535 bind parameters per statement.
+_REQUEST_ID_CHUNK = 5_000
+
+
+def call_totals_by_endpoint(*, request_ids: Iterable[str]) -> dict[str, CallTotals]:
+    """The tenant's recorded calls among `request_ids`, counted and costed per endpoint (what
+    a caller that knows the request ids it sent, such as run_llm_stub, reports)."""
+    ids = sorted(set(request_ids))
+    totals: dict[str, CallTotals] = {}
+    for start in range(0, len(ids), _REQUEST_ID_CHUNK):
+        rows = (
+            LLMApiCall.objects.filter(request_id__in=ids[start : start + _REQUEST_ID_CHUNK])
+            .values("endpoint")
+            .annotate(calls=Count("id"), cost_micros=Sum("cost_micros"))
+            .order_by()
+        )
+        for row in rows:
+            before = totals.get(row["endpoint"], CallTotals(0, 0))
+            totals[row["endpoint"]] = CallTotals(
+                before.calls + row["calls"], before.cost_micros + row["cost_micros"]
+            )
+    return totals
 
 
 def iter_tenant_ids() -> Iterator[uuid.UUID]:

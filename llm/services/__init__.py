@@ -28,11 +28,18 @@ from llm.services.batch import (
     record_stub_calls_batch,
 )
 from llm.services.dispatch import enqueue_on_commit
-from llm.services.errors import CostLimitExceeded, ForcedFailure, InvalidBatch, UnknownJob, UnknownTenant
+from llm.services.errors import (
+    AmbiguousTenant,
+    CostLimitExceeded,
+    ForcedFailure,
+    InvalidBatch,
+    UnknownJob,
+    UnknownTenant,
+)
 from llm.services.intake import request_llm_call, start_budget_optimization, start_investigation
 from llm.services.jobs import sweep_stale_jobs
 from llm.services.reconciliation import ReconciliationReport, reconcile_monthly_costs
-from llm.services.tenants import create_tenant
+from llm.services.tenants import create_tenant, find_tenant, rotate_api_key
 from llm.services.workers import (
     STUB_WORKERS,
     generate_explanation,
@@ -45,6 +52,7 @@ __all__ = [
     "BATCH_ENDPOINTS",
     "BATCH_MAX_CALLS",
     "STUB_WORKERS",
+    "AmbiguousTenant",
     "ApiCallToRecord",
     "CostLimitExceeded",
     "ForcedFailure",
@@ -59,6 +67,7 @@ __all__ = [
     "adjust_monthly_costs",
     "create_tenant",
     "enqueue_on_commit",
+    "find_tenant",
     "generate_explanation",
     "optimize_budget",
     "reconcile_monthly_costs",
@@ -67,6 +76,7 @@ __all__ = [
     "record_monthly_costs",
     "record_stub_calls_batch",
     "request_llm_call",
+    "rotate_api_key",
     "route_request",
     "run_investigation",
     "start_budget_optimization",

@@ -54,11 +54,12 @@ class RecordedBatch:
     tenants: int
 
     def as_json(self) -> dict:
+        """The batch task's return value, stored by the result backend outside the tenants'
+        rows: counts only, no cost (the caller reads costs inside each tenant)."""
         return {
             "calls": self.recorded + self.already_recorded,
             "recorded": self.recorded,
             "already_recorded": self.already_recorded,
-            "cost_micros": self.cost_micros,
             "tenants": self.tenants,
         }
 

@@ -8,6 +8,10 @@ class UnknownTenant(InvalidPayload):
     pass
 
 
+class AmbiguousTenant(ValueError):
+    """A tenant named on a command line by a name that several tenants share."""
+
+
 class CostLimitExceeded(InvalidPayload):
     pass
 

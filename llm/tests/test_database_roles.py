@@ -97,6 +97,24 @@ def test_runtime_role_holds_only_the_privileges_it_needs(table, privilege, expec
     assert granted is expected
 
 
+def test_runtime_role_may_update_exactly_the_api_key_hash_and_updated_at_of_tenants():
+    """Column privileges (migration runtime_may_rotate_api_keys): rotating an API key, nothing else."""
+    columns = [name for (name,) in fetch(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'tenants'::regclass AND attnum > 0 "
+        "AND NOT attisdropped"
+    )]  # fmt: skip
+    updatable = {
+        column
+        for column in columns
+        if fetch("SELECT has_column_privilege(current_user, 'tenants', %s, 'UPDATE')", [column])[0][0]
+    }
+    assert updatable == {"api_key_hash", "updated_at"}
+    [(table_level,)] = fetch("SELECT has_table_privilege(current_user, 'tenants', 'UPDATE')")
+    assert table_level is False
+    with pytest.raises(Exception, match="permission denied"), connection.cursor() as cursor:
+        cursor.execute("UPDATE tenants SET name = 'renamed'")
+
+
 def test_runtime_role_cannot_create_objects_or_change_policies():
     [(can_create,)] = fetch("SELECT has_schema_privilege(current_user, 'public', 'CREATE')")
     assert can_create is False

@@ -9,6 +9,7 @@ from django.test import override_settings
 
 from llm.tests.workers import database_url, free_port
 from skeldir import health
+from skeldir.celery_broker import broker_kind
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +26,11 @@ def test_healthz_answers_without_touching_the_database(client):
     assert "no-cache" in response["Cache-Control"]
 
 
+CONFIGURED_BROKER_KIND = (
+    "redis" if settings.CELERY_BROKER_URL.startswith("redis") else "postgresql (development)"
+)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_readyz_is_ready_with_database_migrations_and_broker(client):
     response = client.get("/readyz")
@@ -32,7 +38,39 @@ def test_readyz_is_ready_with_database_migrations_and_broker(client):
     assert response.json() == {
         "status": "ready",
         "checks": {"database": "ok", "migrations": "ok", "broker": "ok"},
+        "broker_kind": CONFIGURED_BROKER_KIND,
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readyz_names_the_broker_kind_never_its_address_or_credentials(client):
+    """A web process on another broker than the workers leaves jobs `pending` with every check
+    green: the kind it sends to is in the answer, to compare with the workers' start-up line."""
+    url = f"redis://skeldir:hunter2@redis-primary.internal:{free_port()}/3"
+    with override_settings(CELERY_BROKER_URL=url):
+        body = client.get("/readyz").content.decode()
+    assert json.loads(body)["broker_kind"] == "redis"
+    for secret in ("hunter2", "skeldir", "redis-primary", url.rsplit(":", 1)[1]):
+        assert secret not in body
+    development = client.get("/readyz").json()
+    assert development["broker_kind"] == CONFIGURED_BROKER_KIND
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("redis://:secret@redis:6379/0", "redis"),
+        ("rediss://user:secret@cache.example.com:6380/1", "redis (TLS)"),
+        ("amqp://guest:guest@rabbit:5672//", "rabbitmq (amqp)"),
+        ("sqla+postgresql+psycopg://skeldir_app:secret@/skeldir?host=%2Ftmp", "postgresql (development)"),
+        ("redis://a:1/0;redis://b:2/0", "redis"),
+        ("sqs://key:secret@", "amazon sqs"),
+        ("weird", "unknown"),
+        ("", "unknown"),
+    ],
+)
+def test_broker_kind_reads_only_the_scheme(url, kind):
+    assert broker_kind(url) == kind
 
 
 @pytest.mark.django_db(transaction=True)
@@ -71,6 +109,7 @@ def test_readyz_reports_an_unreachable_broker_without_naming_it(client):
     assert response.status_code == 503
     body = response.json()
     assert body["checks"] == {"database": "ok", "migrations": "ok", "broker": "unreachable"}
+    assert body["broker_kind"] == "redis"
     assert body["reason"] == "broker: unreachable"
     assert "127.0.0.1" not in response.content.decode()
 

@@ -11,10 +11,10 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llm import metrics, services, tasks
+from llm import metrics, services, stub_provider, tasks
 from llm.models import LLMMonthlyCost
 from llm.payloads import LLMTaskPayload
-from llm.tests.factories import create_tenant_row, payload_data
+from llm.tests.factories import create_tenant_row, expected_cost_micros, payload_data
 from llm.tests.workers import REDIS_URL, free_port, send, wait_for_calls
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,10 +95,8 @@ def test_batch_calls_are_counted_once_too(client, tenant_a, tenant_b):
         return value(after, name, **labels) - value(before, name, **labels)
 
     assert moved("skeldir_llm_calls_recorded_total", endpoint="route", model="stub-small") == 3
-    assert (
-        moved("skeldir_llm_cost_micros_total", endpoint="route", model="stub-small")
-        == first.result["cost_micros"]
-    )
+    cost = sum(expected_cost_micros(stub_provider.usage_for("route", payload["prompt"])) for payload in batch)
+    assert moved("skeldir_llm_cost_micros_total", endpoint="route", model="stub-small") == cost
     assert moved("skeldir_llm_calls_deduplicated_total", endpoint="route") == 3
 
 

@@ -1,13 +1,15 @@
 """The Celery tasks through Celery's own execution path (`apply`): names, routing, options,
 JSON results, and invalid payloads failing at once without retries or writes."""
 
+import json
+
 import pytest
 from celery.signals import task_prerun
 from django.conf import settings
 from django.db import OperationalError
 
-from llm import tasks
-from llm.models import LLMApiCall
+from llm import services, tasks
+from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall
 from llm.payloads import InvalidPayload, LLMTaskPayload, task_arguments
 from llm.tests.factories import payload_data
 from skeldir.celery import app
@@ -40,16 +42,45 @@ def test_tasks_are_configured_for_at_least_once_delivery():
     assert app.conf.task_time_limit > app.conf.task_soft_time_limit > 0
 
 
+SECRET = "PROMPT-SECRET-2b7e"
+# Prompts whose derived output (route, explanation, investigation result, recommendations)
+# carries the secret, were it returned.
+SECRET_PROMPTS = {
+    "route": {"request": f"Why is {SECRET} down?"},
+    "explanation": {"metric": SECRET, "channel": "google_ads"},
+    "investigation": {"question": f"Why is {SECRET} underperforming?"},
+    "budget_optimization": {"total_budget_cents": 100_000, "channels": {SECRET: 3, "email": 1}},
+}
+CALL_RECEIPT = {"tenant_id", "endpoint", "request_id", "correlation_id", "api_call_id", "recorded"}
+JOB_RECEIPT = CALL_RECEIPT | {"job_id", "status"}
+
+
 @pytest.mark.parametrize("endpoint", list(tasks.LLM_TASKS))
-def test_each_task_records_its_call_and_returns_json(endpoint, tenant_a):
-    payload = LLMTaskPayload.parse(payload_data(tenant_a.id, endpoint))
+def test_each_task_records_its_call_and_returns_ids_and_status_only(endpoint, tenant_a):
+    """What a task returns is what the result backend stores, outside the tenant's rows: ids
+    and status, never prompt-derived text or the cost (the service's result has them)."""
+    payload = LLMTaskPayload.parse(payload_data(tenant_a.id, endpoint, prompt=SECRET_PROMPTS[endpoint]))
     result = tasks.LLM_TASKS[endpoint].apply(**task_arguments(endpoint, payload))
     assert result.successful(), result.traceback
-    assert result.result["request_id"] == payload.request_id_for(endpoint)
-    assert result.result["tenant_id"] == str(tenant_a.id)
-    assert result.result["recorded"] is True
+    receipt = result.result
+    is_job = endpoint in ("investigation", "budget_optimization")
+    assert set(receipt) == (JOB_RECEIPT if is_job else CALL_RECEIPT)
+    assert SECRET not in json.dumps(receipt)
+    assert not any("cost" in key for key in receipt)
+    assert receipt["request_id"] == payload.request_id_for(endpoint)
+    assert (receipt["tenant_id"], receipt["endpoint"]) == (str(tenant_a.id), endpoint)
+    assert receipt["correlation_id"] == payload.correlation_id
+    assert receipt["recorded"] is True
     with tenant_context(tenant_a.id):
-        assert LLMApiCall.objects.filter(endpoint=endpoint).count() == 1
+        call = LLMApiCall.objects.get(endpoint=endpoint)
+        assert str(call.id) == receipt["api_call_id"]
+        if is_job:
+            job = (Investigation if endpoint == "investigation" else BudgetOptimizationJob).objects.get()
+            assert (receipt["job_id"], receipt["status"]) == (str(job.id), "completed")
+    # The service itself still returns the whole result.
+    full = services.STUB_WORKERS[endpoint](payload)
+    assert full.cost_cents == call.cost_cents
+    assert set(type(full).model_fields) - JOB_RECEIPT - {"investigation_id"} > {"cost_cents", "model"}
 
 
 def test_a_payload_without_ids_records_once_per_task_id(tenant_a):

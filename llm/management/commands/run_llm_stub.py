@@ -2,23 +2,40 @@
 
 In-process by default, through Celery's own execution path (`Task.apply`), so no broker or
 worker is needed; `--via-broker` enqueues the same tasks and waits for a worker to run them.
+
+The tasks return ids and status only (`llm.payloads.task_receipt`); what the report says
+about costs it reads from the database, inside the tenant, by the request ids it sent.
 """
 
 import logging
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
+from celery import current_app
+from celery.exceptions import TimeoutError as ResultTimeout
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
+from django.db import Error as DBError
+from django.db import InterfaceError, OperationalError, connections
 
 from llm import selectors
 from llm.models import Tenant
 from llm.money import format_micros
 from llm.payloads import ENDPOINTS, Endpoint, LLMTaskPayload, task_arguments
-from llm.services import BATCH_ENDPOINTS, create_tenant
+from llm.services import (
+    BATCH_ENDPOINTS,
+    AmbiguousTenant,
+    ForcedFailure,
+    UnknownTenant,
+    create_tenant,
+    find_tenant,
+)
 from llm.tasks import LLM_TASKS, record_calls_batch
+from skeldir.celery_broker import broker_kind
 from skeldir.tenancy import tenant_context
 
 DEMO_TENANT_NAME = "Demo tenant"
@@ -27,6 +44,10 @@ QUESTIONS = [
     "Why did Meta Ads conversions drop after the 12th?",
     "Why is email revenue up while its spend is flat?",
 ]
+# A task failing with one of these (after its retries) means the database stopped answering:
+# every further call would fail the same way, so the run stops there.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+WORKER_COMMAND = "./dev worker (celery -A skeldir worker -Q llm)"
 
 
 def example_prompt(endpoint: Endpoint, index: int) -> dict:
@@ -40,6 +61,58 @@ def example_prompt(endpoint: Endpoint, index: int) -> dict:
         "total_budget_cents": 1_000_000 + 10_000 * (index % 10),
         "channels": {"google_ads": 3.1, "meta_ads": 2.4, "tiktok_ads": 1.2, "email": 0.8},
     }
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, indent: str = "") -> list[str]:
+    """Lines of a table whose columns are as wide as their widest cell and two spaces apart
+    (so amounts of any size stay apart): the first column left-aligned, the others right."""
+    cells = [[str(cell) for cell in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        first, *rest = row
+        aligned = [cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True)]
+        lines.append(indent + "  ".join([first.ljust(widths[0]), *aligned]).rstrip())
+    return lines
+
+
+def one_line(error: BaseException) -> str:
+    """`Type: first line of the message`, for a one-line error instead of a traceback."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+class _WithoutTraceback(logging.Filter):
+    """Celery's log line for a task that failed in this process, kept to its one line: the
+    report below says what failed (`--traceback` or `--verbosity 2` keep the tracebacks)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: Endpoint
+    arguments: dict  # what Task.apply / apply_async take
+    request_ids: tuple[str, ...]  # the calls it carries: one, or a batch's
+
+
+# What became of a job: done (its receipt), failed (its exception), or not done (still
+# queued on the broker, or never run because the database had stopped answering).
+DONE, FAILED, NOT_DONE = "done", "failed", "not done"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job: Job
+    state: str
+    value: object = None
+
+    @property
+    def calls(self) -> int:
+        return len(self.job.request_ids)
 
 
 class Command(BaseCommand):
@@ -71,14 +144,21 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         task_logger = logging.getLogger("skeldir.task")
+        trace_logger = logging.getLogger("celery.app.trace")
         level = task_logger.level
+        one_line_per_task = _WithoutTraceback()
         if options["verbosity"] < 2:
             # Each in-process task logs a line of its own; the report below says it all.
             task_logger.setLevel(logging.WARNING)
+            if not options["traceback"]:
+                trace_logger.addFilter(one_line_per_task)
         try:
             self._handle(**options)
+        except DATABASE_UNAVAILABLE as error:  # before the run (the tenant), or reading its report
+            raise CommandError(f"The database is unavailable: {one_line(error)}") from None
         finally:
             task_logger.setLevel(level)
+            trace_logger.removeFilter(one_line_per_task)
 
     def _handle(self, **options):
         if options["count"] < 1 or options["concurrency"] < 1:
@@ -101,38 +181,31 @@ class Command(BaseCommand):
         if batch_size is not None:
             kinds = [kind for kind in kinds if kind in BATCH_ENDPOINTS]
         run_id = uuid.uuid4().hex[:12]
-        jobs = [
-            (
-                kind,
-                task_arguments(
-                    kind,
-                    LLMTaskPayload(
-                        tenant_id=tenant.id,
-                        correlation_id=f"stub-{run_id}-{kind}-{i}",
-                        prompt=example_prompt(kind, i),
-                        max_cost_cents=options["max_cost_cents"],
-                    ),
-                    force_failure=options["force_failure"],
-                ),
-            )
-            for kind in kinds
-            for i in range(options["count"])
-        ]
-        where = "via the broker" if options["via_broker"] else "in-process"
+        jobs = []
+        for kind in kinds:
+            for i in range(options["count"]):
+                payload = LLMTaskPayload(
+                    tenant_id=tenant.id,
+                    correlation_id=f"stub-{run_id}-{kind}-{i}",
+                    prompt=example_prompt(kind, i),
+                    max_cost_cents=options["max_cost_cents"],
+                )
+                arguments = task_arguments(kind, payload, force_failure=options["force_failure"])
+                jobs.append(Job(kind, arguments, (arguments["args"][0]["request_id"],)))
+        broker = broker_kind(current_app.conf.broker_url)
+        where = f"via the {broker} broker" if options["via_broker"] else "in-process"
         self.stdout.write(f"Running {len(jobs)} stub call(s) for {tenant.name} ({tenant.id}) {where}...")
         if batch_size is not None:
             jobs = self._batch_jobs(jobs, size=batch_size)
-            self.stdout.write(
-                f"  in {len(jobs)} batch task(s) of up to {batch_size} call(s) ('failed' counts batches)"
-            )
+            self.stdout.write(f"  in {len(jobs)} batch task(s) of up to {batch_size} call(s)")
+        # What stopped the run early, if anything: (what, error).
+        self.unavailable: tuple[str, BaseException] | None = None
         started = time.monotonic()
         if options["via_broker"]:
-            outcomes = self._run_via_broker(jobs, timeout=options["timeout"])
+            outcomes = self._run_via_broker(jobs, timeout=options["timeout"], broker=broker)
         else:
             outcomes = self._run_in_process(jobs, concurrency=options["concurrency"])
-        self._report(tenant, outcomes, elapsed=time.monotonic() - started)
-        if any(not ok for _, ok, _ in outcomes):
-            raise CommandError("Some calls failed; see above. Failed calls recorded nothing.")
+        self._report(tenant, outcomes, elapsed=time.monotonic() - started, options=options)
 
     def _resolve_tenant(self, given: str | None) -> Tenant:
         if given is None:
@@ -145,26 +218,22 @@ class Command(BaseCommand):
                 )
             return tenant
         try:
-            tenant = Tenant.objects.filter(id=uuid.UUID(given)).first()
-        except ValueError:
-            matches = list(Tenant.objects.filter(name=given)[:2])
-            if len(matches) > 1:
-                raise CommandError(f"More than one tenant is named {given!r}; pass its id.") from None
-            tenant = matches[0] if matches else None
-        if tenant is None:
-            raise CommandError(
-                f"No tenant {given!r}. Pass an existing tenant's id or name, or omit --tenant."
-            )
-        return tenant
+            return find_tenant(reference=given)
+        except (UnknownTenant, AmbiguousTenant) as error:
+            raise CommandError(f"{error} Or omit --tenant for the demo tenant.") from None
 
-    def _batch_jobs(self, jobs, *, size: int):
+    def _batch_jobs(self, jobs: list[Job], *, size: int) -> list[Job]:
         """The same calls, `size` to a batch task: one job per batch, each of one kind."""
-        self.tasks = {kind: record_calls_batch for kind, _ in jobs}
+        self.tasks = {job.kind: record_calls_batch for job in jobs}
         payloads = defaultdict(list)
-        for kind, arguments in jobs:
-            payloads[kind].extend(arguments["args"])
+        for job in jobs:
+            payloads[job.kind].extend(job.arguments["args"])
         return [
-            (kind, {"args": [batch[i : i + size]], "kwargs": {"endpoint": kind}})
+            Job(
+                kind,
+                {"args": [batch[i : i + size]], "kwargs": {"endpoint": kind}},
+                tuple(p["request_id"] for p in batch[i : i + size]),
+            )
             for kind, batch in payloads.items()
             for i in range(0, len(batch), size)
         ]
@@ -173,79 +242,213 @@ class Command(BaseCommand):
         if total >= 50 and (done % max(1, total // 10) == 0 or done == total):
             self.stdout.write(f"  {done}/{total} done")
 
-    def _run_in_process(self, jobs, *, concurrency: int):
-        outcomes, done = [], 0
+    def _run_in_process(self, jobs: list[Job], *, concurrency: int) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        lock, stop = threading.Lock(), threading.Event()
         lanes = [jobs[i::concurrency] for i in range(min(concurrency, len(jobs)))]
 
-        def run_lane(lane):
-            nonlocal done
+        def run_lane(lane: list[Job]) -> None:
             try:
-                for kind, arguments in lane:
-                    result = self.tasks[kind].apply(**arguments)
-                    outcome = (kind, result.successful(), result.result)
-                    outcomes.append(outcome)
-                    done += 1
-                    self._progress(done, len(jobs))
+                for job in lane:
+                    if stop.is_set():
+                        break
+                    result = self.tasks[job.kind].apply(**job.arguments)
+                    ok = result.successful()
+                    with lock:
+                        outcomes.append(Outcome(job, DONE if ok else FAILED, result.result))
+                        if not ok and isinstance(result.result, DATABASE_UNAVAILABLE):
+                            # The task retried already: the database is gone, stop sending calls.
+                            self.unavailable = self.unavailable or ("database", result.result)
+                            stop.set()
+                        self._progress(len(outcomes), len(jobs))
             finally:
                 connections.close_all()
 
         with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
             list(pool.map(run_lane, lanes))
-        return outcomes
+        ran = {id(outcome.job) for outcome in outcomes}
+        return outcomes + [Outcome(job, NOT_DONE) for job in jobs if id(job) not in ran]
 
-    def _run_via_broker(self, jobs, *, timeout: float):
-        pending = [(kind, self.tasks[kind].apply_async(**arguments)) for kind, arguments in jobs]
-        self.stdout.write(f"  enqueued {len(pending)}; waiting up to {timeout:.0f}s for a worker (-Q llm)")
-        deadline, outcomes = time.monotonic() + timeout, []
-        for kind, result in pending:
+    def _run_via_broker(self, jobs: list[Job], *, timeout: float, broker: str) -> list[Outcome]:
+        sent = []
+        for job in jobs:
             try:
-                value = result.get(timeout=max(0.1, deadline - time.monotonic()), propagate=False)
-                outcomes.append((kind, result.successful(), value))
-            except TimeoutError:
-                outcomes.append((kind, False, TimeoutError(f"no worker finished task {result.id} in time")))
-            self._progress(len(outcomes), len(jobs))
+                sent.append((job, self.tasks[job.kind].apply_async(**job.arguments)))
+            except Exception as error:  # kombu's, redis's and SQLAlchemy's errors alike
+                raise CommandError(
+                    f"Could not enqueue on the {broker} broker ({one_line(error)}). "
+                    f"{len(sent)} of {len(jobs)} task(s) were enqueued before that; they stay queued "
+                    f"and a worker records them when it runs."
+                ) from None
+        self.stdout.write(f"  enqueued {len(sent)}; waiting up to {timeout:g}s for a worker (-Q llm)")
+        deadline, outcomes = time.monotonic() + timeout, []
+        for job, result in sent:
+            if self.unavailable is not None:
+                outcomes.append(Outcome(job, NOT_DONE))
+                continue
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 and not result.ready():
+                    raise ResultTimeout()
+                value = result.get(timeout=max(remaining, 0.1), interval=0.2, propagate=False)
+            except ResultTimeout:
+                outcomes.append(Outcome(job, NOT_DONE))
+            except DBError as error:  # the django-db result backend is this database
+                self.unavailable = ("database", error)
+                outcomes.append(Outcome(job, NOT_DONE))
+            except Exception as error:  # another result backend (Redis) stopped answering
+                self.unavailable = ("result backend", error)
+                outcomes.append(Outcome(job, NOT_DONE))
+            else:
+                outcomes.append(Outcome(job, DONE if result.successful() else FAILED, value))
+            self._progress(len(outcomes), len(sent))
         return outcomes
 
-    def _report(self, tenant: Tenant, outcomes, *, elapsed: float) -> None:
-        recorded, repeated, failed, cost = Counter(), Counter(), Counter(), Counter()
+    def _report(self, tenant: Tenant, outcomes: list[Outcome], *, elapsed: float, options: dict) -> None:
+        kinds = [kind for kind in ENDPOINTS if any(outcome.job.kind == kind for outcome in outcomes)]
+        recorded, repeated, failed, not_done = Counter(), Counter(), Counter(), Counter()
         errors: dict[str, str] = {}
         job_ids = defaultdict(list)
-        for kind, ok, value in outcomes:
-            if not ok:
-                failed[kind] += 1
-                errors.setdefault(kind, f"{type(value).__name__}: {value}")
-                continue
-            if "already_recorded" in value:  # a batch task's counts
+        forced = 0
+        for outcome in outcomes:
+            kind, value = outcome.job.kind, outcome.value
+            if outcome.state == NOT_DONE:
+                not_done[kind] += outcome.calls
+            elif outcome.state == FAILED:
+                failed[kind] += outcome.calls
+                if isinstance(value, ForcedFailure) and options["force_failure"]:
+                    forced += outcome.calls
+                else:
+                    errors.setdefault(
+                        kind, one_line(value) if isinstance(value, BaseException) else str(value)
+                    )
+            elif "already_recorded" in value:  # a batch task's counts
                 recorded[kind] += value["recorded"]
                 repeated[kind] += value["already_recorded"]
-                cost[kind] += value["cost_micros"]
-                continue
-            (recorded if value["recorded"] else repeated)[kind] += 1
-            if value["recorded"]:
-                cost[kind] += value["cost_micros"]
-            job_id = value.get("investigation_id") or value.get("job_id")
-            if job_id:
-                job_ids[kind].append(job_id)
+            else:
+                (recorded if value["recorded"] else repeated)[kind] += 1
+                if value.get("job_id"):
+                    job_ids[kind].append(value["job_id"])
+
+        # Costs come from the tenant's rows, by the request ids of the tasks that finished.
+        done_ids = [rid for o in outcomes if o.state == DONE for rid in o.job.request_ids]
+        failed_ids = [rid for o in outcomes if o.state == FAILED for rid in o.job.request_ids]
+        month = row = None
+        try:
+            with tenant_context(tenant.id):
+                costs = selectors.call_totals_by_endpoint(request_ids=done_ids)
+                recorded_despite_failure = sum(
+                    t.calls for t in selectors.call_totals_by_endpoint(request_ids=failed_ids).values()
+                )
+                month = selectors.current_utc_month()
+                row = selectors.get_monthly_cost(month=month)
+        except DBError as error:
+            costs, recorded_despite_failure = None, 0
+            self.unavailable = self.unavailable or ("database", error)
+
         self.stdout.write(f"\nFinished in {elapsed:.2f}s.")
-        self.stdout.write(f"{'kind':<22}{'recorded':>10}{'repeated':>10}{'failed':>8}{'cost':>12}")
-        for kind in dict.fromkeys(k for k, _, _ in outcomes):
-            self.stdout.write(
-                f"{kind:<22}{recorded[kind]:>10}{repeated[kind]:>10}{failed[kind]:>8}{format_micros(cost[kind]):>12}"
-            )
+        headers = [
+            "kind",
+            "recorded",
+            "repeated",
+            "failed",
+            *(["not done"] if any(not_done.values()) else []),
+            "cost",
+        ]
+        rows = [
+            [
+                kind,
+                recorded[kind],
+                repeated[kind],
+                failed[kind],
+                *([not_done[kind]] if "not done" in headers else []),
+                "unknown"
+                if costs is None
+                else format_micros(costs[kind].cost_micros if kind in costs else 0),
+            ]
+            for kind in kinds
+        ]
+        for line in format_table(headers, rows):
+            self.stdout.write(line)
         for kind, error in errors.items():
             self.stdout.write(self.style.ERROR(f"  {kind} failed: {error}"))
-        for kind, ids in job_ids.items():
+        for kind in (kind for kind in kinds if job_ids[kind]):
+            ids = job_ids[kind]
             shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
             self.stdout.write(f"  {kind} jobs completed: {shown}")
+        if forced:
+            outcome = (
+                "nothing was recorded"
+                if not recorded_despite_failure
+                else f"yet {recorded_despite_failure} of them were recorded"
+            )
+            self.stdout.write(f"{forced} call(s) failed as asked (--force-failure); {outcome}.")
 
-        with tenant_context(tenant.id):
-            month = selectors.current_utc_month()
-            row = selectors.get_monthly_cost(month=month)
-        self.stdout.write(f"\n{tenant.name}, {month:%Y-%m} to date:")
-        if row is None:
-            self.stdout.write("  no calls recorded this month")
-            return
-        self.stdout.write(f"  {row.total_calls} calls, {format_micros(row.total_cost_micros)}")
-        self.stdout.write(f"  {'model':<16}{'calls':>8}{'cost':>12}")
-        for model, entry in sorted(row.model_breakdown.items()):
-            self.stdout.write(f"  {model:<16}{entry['calls']:>8}{format_micros(entry['cost_micros']):>12}")
+        if month is not None:
+            self.stdout.write(f"\n{tenant.name}, {month:%Y-%m} to date:")
+            if row is None:
+                self.stdout.write("  no calls recorded this month")
+            else:
+                self.stdout.write(f"  {row.total_calls} calls, {format_micros(row.total_cost_micros)}")
+                breakdown = [
+                    [model, entry["calls"], format_micros(entry["cost_micros"])]
+                    for model, entry in sorted(row.model_breakdown.items())
+                ]
+                for line in format_table(["model", "calls", "cost"], breakdown, indent="  "):
+                    self.stdout.write(line)
+
+        self._raise_for_failures(
+            recorded=sum(recorded.values()),
+            failed=sum(failed.values()) - forced,
+            not_done=sum(not_done.values()),
+            recorded_despite_failure=recorded_despite_failure,
+            costs_read=costs is not None,
+            timeout=options["timeout"],
+        )
+
+    def _raise_for_failures(
+        self,
+        *,
+        recorded: int,
+        failed: int,
+        not_done: int,
+        recorded_despite_failure: int,
+        costs_read: bool,
+        timeout: float,
+    ) -> None:
+        """The one-line error the command ends with, if the run did not do what was asked."""
+        if self.unavailable is not None:
+            what, error = self.unavailable
+            if not costs_read:
+                self.stdout.write(
+                    f"Costs and the month to date could not be read: the {what} is unavailable."
+                )
+            raise CommandError(
+                f"The {what} became unavailable ({one_line(error)}): {recorded} call(s) were recorded "
+                f"before that, {failed} failed and {not_done} were not done."
+            )
+        if not_done:
+            broker = broker_kind(current_app.conf.broker_url)
+            self.stdout.write(
+                f"\n{not_done} call(s) still queued after {timeout:g}s: no worker on the {broker} broker "
+                "finished them.\nThey stay queued and are recorded when a worker takes them: start one "
+                f"with {WORKER_COMMAND},\nwith the same CELERY_BROKER_URL as this command (README, "
+                '"Broker and workers"), or run without --via-broker.'
+            )
+            raise CommandError(
+                f"{not_done} call(s) still queued on the {broker} broker after {timeout:g}s; "
+                "start a worker: ./dev worker"
+            )
+        if recorded_despite_failure:
+            raise CommandError(
+                f"{recorded_despite_failure} call(s) were recorded although their task failed: a bug."
+            )
+        if failed:
+            raise CommandError("Some calls failed; see above. Failed calls recorded nothing.")
+
+
+def _cost_cell(costs: dict | None, kind: str) -> str:
+    """A kind's recorded cost for the summary; `unknown` when the database could not be read."""
+    if costs is None:
+        return "unknown"
+    return format_micros(costs[kind].cost_micros if kind in costs else 0)
