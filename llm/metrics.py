@@ -71,7 +71,8 @@ VALIDATION_REJECTIONS = Counter(
 
 RECONCILIATION_DRIFTS = Counter(
     "skeldir_llm_reconciliation_drifts",
-    "Tenant-months whose monthly cost row disagreed with their calls, per reconciliation run.",
+    "Tenant-months whose monthly cost row, and budget periods whose state, disagreed with their "
+    "calls, per reconciliation run.",
 )
 
 OTHER = "other"
@@ -181,7 +182,7 @@ def _task_failure(sender=None, exception=None, **_) -> None:
 def _task_success(sender=None, result=None, **_) -> None:
     # Drift is the one thing reconciliation finds; alert on this counter moving.
     if getattr(sender, "name", None) == RECONCILE_TASK and isinstance(result, dict):
-        RECONCILIATION_DRIFTS.inc(len(result.get("drifts") or ()))
+        RECONCILIATION_DRIFTS.inc(len(result.get("drifts") or ()) + len(result.get("budget_drifts") or ()))
 
 
 @celery_signals.worker_ready.connect(weak=False, dispatch_uid="llm.metrics.worker_ready")

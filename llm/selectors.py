@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from django.db import connection
 from django.db.models import Count, Q, Sum
+from django.db.models.functions import Now
 
 from llm import sql
 from llm.api_keys import hash_api_key
-from llm.models import LLMApiCall, LLMMonthlyCost, Tenant
+from llm.models import Budget, BudgetAlert, BudgetState, LLMApiCall, LLMMonthlyCost, Tenant
 
 
 def get_tenant_by_api_key(*, api_key: str) -> Tenant | None:
@@ -89,6 +90,26 @@ def call_totals_by_endpoint(*, request_ids: Iterable[str]) -> dict[str, CallTota
     return totals
 
 
+@dataclass(frozen=True)
+class BudgetDrift:
+    """A budget period whose state disagrees with its calls (spent) or its open reservations
+    (reserved)."""
+
+    period: str
+    period_start: datetime.datetime
+    recorded_spent_micros: int
+    recorded_reserved_micros: int
+    actual_spent_micros: int
+    actual_reserved_micros: int
+
+
+def find_budget_drift() -> list[BudgetDrift]:
+    """Budget periods of the tenant in force whose state differs from what it counts."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql.BUDGET_DRIFT_SQL)
+        return [BudgetDrift(*row) for row in cursor.fetchall()]
+
+
 def iter_tenant_ids() -> Iterator[uuid.UUID]:
     """Every tenant in the directory, for jobs that visit each tenant in turn."""
     return Tenant.objects.order_by("id").values_list("id", flat=True).iterator(chunk_size=500)
@@ -128,4 +149,70 @@ def list_api_calls(*, since: datetime.datetime | None, limit: int, cursor: str |
     rows = list(calls[: limit + 1])
     return CallPage(
         items=rows[:limit], next_cursor=_encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    )
+
+
+@dataclass(frozen=True)
+class PeriodStatus:
+    period: str  # "monthly" | "hourly"
+    cap_micros: int
+    spent_micros: int
+    reserved_micros: int
+    resets_at: datetime.datetime
+
+    @property
+    def remaining_micros(self) -> int:
+        return max(0, self.cap_micros - self.spent_micros - self.reserved_micros)
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    monthly: PeriodStatus
+    hourly: PeriodStatus | None
+    thresholds: list[int]
+    thresholds_crossed: list[int]
+    on_exceed: str
+
+
+def budget_status() -> BudgetStatus | None:
+    """The budget of the tenant in force and where its current month (and hour) stand; None
+    without a budget. A period no call has reserved in yet shows what its calls spent."""
+    budget = Budget.objects.annotate(now=Now()).first()
+    if budget is None:
+        return None
+    now = budget.now.astimezone(datetime.UTC)
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    states = {
+        (s.period, s.period_start): s
+        for s in BudgetState.objects.filter(
+            Q(period="month", period_start=month) | Q(period="hour", period_start=hour)
+        )
+    }
+
+    def period(kind: str, start: datetime.datetime, end: datetime.datetime, cap: int) -> PeriodStatus:
+        state = states.get((kind, start))
+        if state is not None:
+            spent, reserved = state.spent_micros, state.reserved_micros
+        else:
+            spent = (
+                LLMApiCall.objects.filter(created_at__gte=start, created_at__lt=end).aggregate(
+                    total=Sum("cost_micros")
+                )["total"]
+                or 0
+            )
+            reserved = 0
+        name = "monthly" if kind == "month" else "hourly"
+        return PeriodStatus(name, cap, spent, reserved, end)
+
+    next_month = (month + datetime.timedelta(days=32)).replace(day=1)
+    crossed = BudgetAlert.objects.filter(month_start=month).order_by("threshold_percent")
+    return BudgetStatus(
+        monthly=period("month", month, next_month, budget.monthly_cap_micros),
+        hourly=None
+        if budget.hourly_cap_micros is None
+        else period("hour", hour, hour + datetime.timedelta(hours=1), budget.hourly_cap_micros),
+        thresholds=sorted(budget.thresholds),
+        thresholds_crossed=list(crossed.values_list("threshold_percent", flat=True)),
+        on_exceed=budget.on_exceed,
     )

@@ -160,3 +160,104 @@ MONTHLY_COST_DRIFT_SQL = """
         OR coalesce(r.breakdown, '{}'::jsonb) <> coalesce(a.breakdown, '{}'::jsonb)
      ORDER BY 1
 """
+
+# --- budgets ---------------------------------------------------------------------------------
+# Each statement below changes one period's state row in one step, holding its row lock: a
+# concurrent caller waits and then sees the committed result (PostgreSQL re-checks an UPDATE's
+# WHERE on the newest row version), so no number of callers can admit past the cap. Raw SQL:
+# the ORM's update() cannot return the row it changed.
+
+# Reserve `estimate` on a period if it fits: the admission check and the reservation at once.
+RESERVE_BUDGET_SQL = """
+    UPDATE llm_budget_state SET reserved_micros = reserved_micros + %(estimate)s,
+                                updated_at = statement_timestamp()
+     WHERE tenant_id = %(tenant_id)s AND period = %(period)s AND period_start = %(period_start)s
+       AND spent_micros + reserved_micros + %(estimate)s <= cap_micros
+    RETURNING cap_micros, cap_micros - spent_micros - reserved_micros + %(estimate)s
+"""
+
+# A period's first state, with what the tenant has already spent in it (a budget set mid-month
+# counts the month so far). Concurrent first callers: one inserts, the rest find it.
+CREATE_BUDGET_STATE_SQL = """
+    INSERT INTO llm_budget_state (tenant_id, period, period_start, cap_micros, spent_micros)
+    SELECT %(tenant_id)s, %(period)s, %(period_start)s, %(cap)s, coalesce(sum(cost_micros), 0)
+      FROM llm_api_calls
+     WHERE created_at >= %(period_start)s AND created_at < %(period_end)s
+    ON CONFLICT (tenant_id, period, period_start) DO NOTHING
+"""
+
+# Mark a reservation settled (or released) and return what it held, once: the row is locked
+# first, so of two concurrent finishers only one sees it open. The ORM cannot return the
+# status a row had before its update.
+FINISH_RESERVATION_SQL = """
+    UPDATE llm_budget_reservations r
+       SET status = %(status)s, actual_micros = %(actual)s, finished_at = statement_timestamp()
+      FROM (SELECT id, status FROM llm_budget_reservations
+             WHERE tenant_id = %(tenant_id)s AND request_id = %(request_id)s AND endpoint = %(endpoint)s
+             FOR UPDATE) AS before
+     WHERE r.id = before.id AND before.status = ANY(%(from_statuses)s)
+    RETURNING before.status, r.estimate_micros, r.month_start, r.hour_start
+"""
+
+# Settle one period: add the call's actual cost where its created_at falls, and take back the
+# reservation's estimate where it was held (the same row, except across a period boundary).
+SETTLE_BUDGET_PERIOD_SQL = """
+    UPDATE llm_budget_state SET
+        spent_micros = spent_micros + CASE WHEN period_start = %(call_start)s THEN %(actual)s ELSE 0 END,
+        reserved_micros = reserved_micros
+            - CASE WHEN period_start = %(reserved_start)s THEN %(estimate)s ELSE 0 END,
+        updated_at = statement_timestamp()
+     WHERE tenant_id = %(tenant_id)s AND period = %(period)s
+       AND period_start IN (%(call_start)s, %(reserved_start)s)
+    RETURNING period_start, spent_micros, cap_micros
+"""
+
+# Give a released reservation's estimate back to a period.
+RELEASE_BUDGET_PERIOD_SQL = """
+    UPDATE llm_budget_state SET reserved_micros = reserved_micros - %(estimate)s,
+                                updated_at = statement_timestamp()
+     WHERE tenant_id = %(tenant_id)s AND period = %(period)s AND period_start = %(period_start)s
+"""
+
+# Periods of the tenant in force whose state disagrees with the calls and open reservations
+# (one snapshot, as the cost drift above). Spent is the period's calls; reserved, the
+# estimates of its open reservations.
+BUDGET_DRIFT_SQL = """
+    SELECT s.period, s.period_start, s.spent_micros, s.reserved_micros, a.spent, r.reserved
+      FROM llm_budget_state s
+     CROSS JOIN LATERAL (
+           SELECT coalesce(sum(c.cost_micros), 0)::bigint AS spent FROM llm_api_calls c
+            WHERE c.created_at >= s.period_start
+              AND c.created_at < s.period_start
+                  + CASE s.period WHEN 'month' THEN interval '1 month' ELSE interval '1 hour' END) a
+     CROSS JOIN LATERAL (
+           SELECT coalesce(sum(estimate_micros), 0)::bigint AS reserved FROM llm_budget_reservations o
+            WHERE o.status = 'reserved'
+              AND CASE s.period WHEN 'month' THEN o.month_start ELSE o.hour_start END = s.period_start) r
+     WHERE s.spent_micros <> a.spent OR s.reserved_micros <> r.reserved
+     ORDER BY s.period, s.period_start
+"""
+
+# Repair a period's state by the differences found in one snapshot: adding them, not setting
+# totals, keeps what calls settled meanwhile (they moved both sides alike).
+ADJUST_BUDGET_STATE_SQL = """
+    UPDATE llm_budget_state SET spent_micros = spent_micros + %(spent)s,
+                                reserved_micros = reserved_micros + %(reserved)s,
+                                updated_at = statement_timestamp()
+     WHERE tenant_id = %(tenant_id)s AND period = %(period)s AND period_start = %(period_start)s
+"""
+
+# What a period has left (cap - spent - reserved): read after a reservation did not fit.
+BUDGET_REMAINING_SQL = """
+    SELECT cap_micros - spent_micros - reserved_micros FROM llm_budget_state
+     WHERE tenant_id = %(tenant_id)s AND period = %(period)s AND period_start = %(period_start)s
+"""
+
+# A threshold alert, written once: of concurrent crossings the unique key lets one insert and
+# the rest see nothing returned (the ORM's create would raise and abort the transaction).
+INSERT_BUDGET_ALERT_SQL = """
+    INSERT INTO llm_budget_alerts (tenant_id, month_start, threshold_percent, spent_micros, cap_micros)
+    VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (tenant_id, month_start, threshold_percent) DO NOTHING
+    RETURNING id
+"""

@@ -38,9 +38,9 @@ class LLMTask(Task):
     # (celery.app.trace stays at WARNING) and for events; the default 1,024 costs a per-call
     # task ~30 us of CPU for a string nobody reads.
     resultrepr_maxsize = 100
-    # A failure asked for (`force_failure`) is what the caller wanted: Celery logs it as
-    # expected (INFO, no traceback), not as an error with a traceback per call.
-    throws = (services.ForcedFailure,)
+    # Expected outcomes, logged by Celery at INFO without a traceback rather than as errors: a
+    # failure asked for (`force_failure`), and a call the tenant's budget blocked.
+    throws = (services.ForcedFailure, services.BudgetExceeded)
 
     endpoint: Endpoint | None = None
 
@@ -121,6 +121,10 @@ def reconcile_monthly_costs(fix: bool = False) -> dict:
             {"tenant_id": str(tenant_id), "month": drift.month.isoformat()}
             for tenant_id, drift in report.drifts
         ],
+        "budget_drifts": [
+            {"tenant_id": str(tenant_id), "period": drift.period, "start": drift.period_start.isoformat()}
+            for tenant_id, drift in report.budget_drifts
+        ],
     }
 
 
@@ -129,6 +133,35 @@ def sweep_stale_jobs() -> dict:
     return services.sweep_stale_jobs(
         older_than=datetime.timedelta(seconds=settings.LLM_STALE_JOB_TIMEOUT_SECONDS)
     )
+
+
+@shared_task(base=LLMTask, name="llm.sweep_budget_reservations")
+def sweep_budget_reservations() -> dict:
+    return services.sweep_expired_reservations()
+
+
+class AlertDeliveryTask(LLMTask):
+    """Delivery is retried with backoff (up to ~an hour) until it succeeds; beat re-sends a
+    delivery still pending after that."""
+
+    autoretry_for = (*LLMTask.autoretry_for, services.DeliveryFailed)
+    retry_backoff = 5
+    retry_backoff_max = 600
+    max_retries = 10
+
+
+@shared_task(base=AlertDeliveryTask, name=services.DELIVER_ALERT_TASK_NAME)
+def deliver_budget_alert(tenant_id: str, delivery_id: str) -> dict:
+    delivered = services.deliver_alert(
+        tenant_id=parse_tenant_id(tenant_id), delivery_id=uuid.UUID(delivery_id)
+    )
+    return {"delivery_id": delivery_id, "delivered": delivered}
+
+
+@shared_task(base=LLMTask, name="llm.resend_budget_alerts")
+def resend_budget_alerts() -> dict:
+    older_than = datetime.timedelta(seconds=settings.LLM_ALERT_RESEND_AFTER_SECONDS)
+    return {"sent": services.resend_pending_deliveries(older_than=older_than)}
 
 
 BATCH_TASK_NAME = "llm.record_calls_batch"

@@ -209,6 +209,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "llm.sweep_stale_jobs",
         "schedule": env.int("LLM_SWEEP_INTERVAL_SECONDS", default=300),
     },
+    "sweep-budget-reservations": {
+        "task": "llm.sweep_budget_reservations",
+        "schedule": env.int("LLM_RESERVATION_SWEEP_INTERVAL_SECONDS", default=60),
+    },
+    "resend-budget-alerts": {
+        "task": "llm.resend_budget_alerts",
+        "schedule": env.int("LLM_ALERT_RESEND_INTERVAL_SECONDS", default=300),
+    },
 }
 LLM_STALE_JOB_TIMEOUT_SECONDS = env.int("LLM_STALE_JOB_TIMEOUT_SECONDS", default=900)
 # The API's per-call cost cap when a request does not give max_cost_cents.
@@ -216,6 +224,23 @@ LLM_DEFAULT_MAX_COST_CENTS = env.int("LLM_DEFAULT_MAX_COST_CENTS", default=10_00
 # Each process keeps the price catalogue this many seconds before reading it again (for
 # model checks and estimates; a call is always priced by the database at its own time).
 LLM_PRICE_CACHE_SECONDS = env.int("LLM_PRICE_CACHE_SECONDS", default=30)
+# A reservation not settled this long after it was made (its worker died) is settled or
+# released by the sweep. Must outlast a task's run: the time limit, with room to spare.
+LLM_RESERVATION_LEASE_SECONDS = env.int("LLM_RESERVATION_LEASE_SECONDS", default=2 * CELERY_TASK_TIME_LIMIT)
+if LLM_RESERVATION_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("LLM_RESERVATION_LEASE_SECONDS must be longer than CELERY_TASK_TIME_LIMIT.")
+# Budget alerts: email through Django's SMTP backend, webhooks with this timeout; a delivery
+# still pending this long after its last attempt is sent again by beat.
+LLM_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.int("LLM_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=5)
+LLM_ALERT_RESEND_AFTER_SECONDS = env.int("LLM_ALERT_RESEND_AFTER_SECONDS", default=600)
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="skeldir-llm@localhost")
 # Request bodies above this are refused (the API answers 413); admin forms stay far below it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024)
 

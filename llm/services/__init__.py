@@ -7,7 +7,10 @@
 - intake: accepting work from the API, checked as its worker will check it
 - dispatch: sending tasks once the transaction commits
 - batch: many calls in one transaction per tenant
-- reconciliation: monthly rows checked against the calls
+- reconciliation: monthly rows (and budget states) checked against the calls
+- prices: the catalogue's history, written as the owner
+- budgets, settlement, budget_settings: admission under a tenant's caps, settlement, the caps
+- alerts: threshold alerts, written once, delivered by email and signed webhook
 """
 
 from llm.services.accounting import (
@@ -19,6 +22,9 @@ from llm.services.accounting import (
     record_monthly_costs,
     utc_month,
 )
+from llm.services.alerts import DELIVER_TASK_NAME as DELIVER_ALERT_TASK_NAME
+from llm.services.alerts import DeliveryFailed, configure_alerts, resend_pending_deliveries
+from llm.services.alerts import deliver as deliver_alert
 from llm.services.batch import (
     BATCH_ENDPOINTS,
     BATCH_MAX_CALLS,
@@ -27,6 +33,8 @@ from llm.services.batch import (
     record_api_calls_batch,
     record_stub_calls_batch,
 )
+from llm.services.budget_settings import InvalidBudget, remove_budget, set_budget
+from llm.services.budgets import BudgetExceeded, admit_call
 from llm.services.dispatch import enqueue_on_commit
 from llm.services.errors import (
     AmbiguousTenant,
@@ -39,6 +47,7 @@ from llm.services.errors import (
 from llm.services.intake import request_llm_call, start_budget_optimization, start_investigation
 from llm.services.jobs import sweep_stale_jobs
 from llm.services.reconciliation import ReconciliationReport, reconcile_monthly_costs
+from llm.services.settlement import release_call, settle_call, sweep_expired_reservations
 from llm.services.tenants import create_tenant, find_tenant, rotate_api_key
 from llm.services.workers import (
     STUB_WORKERS,
@@ -51,12 +60,16 @@ from llm.services.workers import (
 __all__ = [
     "BATCH_ENDPOINTS",
     "BATCH_MAX_CALLS",
+    "DELIVER_ALERT_TASK_NAME",
     "STUB_WORKERS",
     "AmbiguousTenant",
     "ApiCallToRecord",
+    "BudgetExceeded",
     "CostLimitExceeded",
+    "DeliveryFailed",
     "ForcedFailure",
     "InvalidBatch",
+    "InvalidBudget",
     "ModelTotals",
     "ReconciliationReport",
     "RecordedBatch",
@@ -65,7 +78,10 @@ __all__ = [
     "UnknownTenant",
     "add_to_monthly_costs",
     "adjust_monthly_costs",
+    "admit_call",
+    "configure_alerts",
     "create_tenant",
+    "deliver_alert",
     "enqueue_on_commit",
     "find_tenant",
     "generate_explanation",
@@ -75,12 +91,18 @@ __all__ = [
     "record_api_calls_batch",
     "record_monthly_costs",
     "record_stub_calls_batch",
+    "release_call",
+    "remove_budget",
     "request_llm_call",
+    "resend_pending_deliveries",
     "rotate_api_key",
     "route_request",
     "run_investigation",
+    "set_budget",
+    "settle_call",
     "start_budget_optimization",
     "start_investigation",
+    "sweep_expired_reservations",
     "sweep_stale_jobs",
     "utc_month",
 ]

@@ -21,3 +21,9 @@ def enqueue_on_commit(
     task = current_app.tasks[TASK_NAMES[endpoint]]
     arguments = task_arguments(endpoint, payload, job_id=job_id)
     transaction.on_commit(lambda: task.apply_async(**arguments), robust=True)
+
+
+def enqueue_task_on_commit(task_name: str, **kwargs: str) -> None:
+    """Send the named task (JSON keyword arguments) when the transaction commits."""
+    task = current_app.tasks[task_name]
+    transaction.on_commit(lambda: task.apply_async(kwargs=kwargs), robust=True)

@@ -1,6 +1,8 @@
-"""Accepting LLM work from the API: checked against the contract the worker applies, then
-sent to the worker once the request's transaction commits (with its job row, for the job
-kinds). What is accepted here cannot fail validation later in the worker."""
+"""Accepting LLM work from the API: checked against the contract the worker applies, admitted
+under the tenant's budget in the request's transaction (its reservation, which the worker
+then finds, or BudgetExceeded with the BLOCK decision), then sent to the worker once that
+transaction commits (with its job row, for the job kinds). What is accepted here cannot fail
+validation later in the worker."""
 
 import uuid
 from collections.abc import Mapping
@@ -8,6 +10,7 @@ from collections.abc import Mapping
 from llm.models import BudgetOptimizationJob, Investigation, LLMJob
 from llm.payloads import Endpoint, LLMTaskPayload
 from llm.services import jobs
+from llm.services.budgets import admit_call
 from llm.services.dispatch import enqueue_on_commit
 from llm.services.workers import parse_prompt, stub_usage
 from skeldir.tenancy import tenant_context
@@ -28,7 +31,8 @@ def _checked_payload(
     )
     if kind := jobs.JOB_KINDS.get(endpoint):
         parse_prompt(kind.prompt, payload.prompt)
-    stub_usage(payload, endpoint)
+    usage, _ = stub_usage(payload, endpoint)
+    admit_call(tenant_id=tenant_id, request_id=payload.request_id, endpoint=endpoint, usage=usage)
     return payload
 
 

@@ -1,12 +1,15 @@
-"""Reconciliation: each tenant's monthly cost rows checked against its call rows, the source
-of truth (append-only for the runtime role), and repaired on request."""
+"""Reconciliation: each tenant's monthly cost rows and budget states checked against its call
+rows, the source of truth (append-only for the runtime role), and its open reservations;
+repaired on request by adding the differences."""
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from llm import selectors
-from llm.selectors import MonthlyCostDrift
+from django.db import connection
+
+from llm import selectors, sql
+from llm.selectors import BudgetDrift, MonthlyCostDrift
 from llm.services.accounting import ModelTotals, adjust_monthly_costs
 from skeldir.tenancy import tenant_context
 
@@ -16,11 +19,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ReconciliationReport:
     tenants_checked: int = 0
-    drifts: list[tuple[uuid.UUID, MonthlyCostDrift]] | None = None
+    drifts: list[tuple[uuid.UUID, MonthlyCostDrift]] = field(default_factory=list)
+    budget_drifts: list[tuple[uuid.UUID, BudgetDrift]] = field(default_factory=list)
     fixed: bool = False
-
-    def __post_init__(self):
-        self.drifts = self.drifts or []
 
 
 def reconcile_monthly_costs(*, fix: bool = False) -> ReconciliationReport:
@@ -55,9 +56,41 @@ def reconcile_monthly_costs(*, fix: bool = False) -> ReconciliationReport:
                             cost_micros=drift.actual_cost_micros - drift.recorded_cost_micros,
                         ),
                     )
+            budget_drifts = selectors.find_budget_drift()
+            for drift in budget_drifts:
+                logger.warning(
+                    "budget drift: tenant %s %s from %s holds spent %s / reserved %s µUSD, "
+                    "calls and open reservations add up to %s / %s%s",
+                    tenant_id,
+                    drift.period,
+                    drift.period_start.isoformat(),
+                    drift.recorded_spent_micros,
+                    drift.recorded_reserved_micros,
+                    drift.actual_spent_micros,
+                    drift.actual_reserved_micros,
+                    "; fixing" if fix else "",
+                )
+                if fix:
+                    adjust_budget_state(tenant_id=tenant_id, drift=drift)
         report.tenants_checked += 1
         report.drifts.extend((tenant_id, drift) for drift in drifts)
+        report.budget_drifts.extend((tenant_id, drift) for drift in budget_drifts)
     return report
+
+
+def adjust_budget_state(*, tenant_id: uuid.UUID, drift: BudgetDrift) -> None:
+    """Add the differences found (never set totals): calls settled meanwhile moved both sides."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.ADJUST_BUDGET_STATE_SQL,
+            {
+                "tenant_id": tenant_id,
+                "period": drift.period,
+                "period_start": drift.period_start,
+                "spent": drift.actual_spent_micros - drift.recorded_spent_micros,
+                "reserved": drift.actual_reserved_micros - drift.recorded_reserved_micros,
+            },
+        )
 
 
 def _breakdown_difference(drift: MonthlyCostDrift) -> dict[str, ModelTotals]:

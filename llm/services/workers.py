@@ -5,6 +5,7 @@ inside the payload's tenant: the call row, its cost added to the month, and, for
 kinds, the job row completed. A failure anywhere rolls back all of it.
 """
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from llm.payloads import (
     RouteResult,
     StubPromptOptions,
 )
-from llm.services import jobs
+from llm.services import budgets, jobs, settlement
 from llm.services.accounting import RecordedCall, call_transaction, record_api_call, record_monthly_costs
 from llm.services.errors import CostLimitExceeded, ForcedFailure
 from llm.stub_provider import LLMUsage
@@ -90,13 +91,11 @@ def stub_usage(payload: LLMTaskPayload, endpoint: Endpoint) -> tuple[LLMUsage, S
     return usage, options
 
 
-def call_stub_provider(payload: LLMTaskPayload, endpoint: Endpoint) -> LLMUsage:
-    """The provider call: its usage, after the provider time the prompt asks for. Outside any
-    transaction, as a real provider call must be (no locks or connection held meanwhile)."""
-    usage, options = stub_usage(payload, endpoint)
+def wait_for_provider(options: StubPromptOptions) -> None:
+    """The provider's time: outside any transaction, as a real provider call must be (no locks
+    or connection held meanwhile)."""
     if options.sleep_ms:
         time.sleep(options.sleep_ms / 1000)
-    return usage
 
 
 def _record_call(
@@ -124,62 +123,93 @@ def _record_call(
     return call
 
 
-def _run_call(payload: LLMTaskPayload, endpoint: Endpoint, *, force_failure: bool) -> StubCall:
-    usage = call_stub_provider(payload, endpoint)
+def _make_call(
+    payload: LLMTaskPayload,
+    endpoint: Endpoint,
+    *,
+    force_failure: bool,
+    job: tuple[jobs.JobKind, BaseModel, uuid.UUID | None] | None = None,
+) -> tuple[StubCall, LLMJob | None]:
+    """One call's unit of work, for every kind (`job`: the kind, its validated prompt and the
+    API's job id). Its transactions, each needed:
+
+    1. Admission (budgets.admit_call): the reservation commits before the provider is called,
+       so concurrent calls see it. A tenant without a budget only reads that it has none.
+    2. The call row, its month, its reservation settled and, for a job, the job row
+       completed: all or nothing.
+    3. Only when the work failed for good (2 rolled back): the reservation released.
+    Transient database errors keep the reservation for the task's retry (or the lease sweep).
+    """
+    usage, options = stub_usage(payload, endpoint)
     request_id = payload.request_id_for(endpoint)
-    with call_transaction(payload.tenant_id):
-        call = _record_call(payload, endpoint, request_id, usage, force_failure=force_failure)
-    return StubCall(payload, endpoint, request_id, usage, call)
+    admission = budgets.admit_call(
+        tenant_id=payload.tenant_id, request_id=request_id, endpoint=endpoint, usage=usage
+    )
+    if admission is not None and admission.model != usage.model:  # a fallback was admitted
+        usage = dataclasses.replace(usage, model=admission.model)
+    try:
+        wait_for_provider(options)
+        with call_transaction(payload.tenant_id):
+            call = _record_call(payload, endpoint, request_id, usage, force_failure=force_failure)
+            settlement.settle_call(
+                tenant_id=payload.tenant_id,
+                request_id=request_id,
+                endpoint=endpoint,
+                call=call,
+                admission=admission,
+            )
+            saved_job = None
+            if job is not None:
+                kind, prompt, job_id = job
+                saved_job = jobs.save_completed_job(
+                    kind,
+                    tenant_id=payload.tenant_id,
+                    job_id=job_id,
+                    request_id=request_id,
+                    recorded_before=not call.created,
+                    fields={
+                        **kind.outcome(prompt),
+                        "cost_micros": call.cost_micros,
+                        "cost_cents": call.cost_cents,
+                    },
+                )
+    except TRANSIENT_DATABASE_ERRORS:
+        raise
+    except Exception:
+        if admission is not None:
+            settlement.release_call(tenant_id=payload.tenant_id, request_id=request_id, endpoint=endpoint)
+        raise
+    return StubCall(payload, endpoint, request_id, usage, call), saved_job
 
 
 def _run_job(
     kind: jobs.JobKind, payload: LLMTaskPayload, *, job_id: uuid.UUID | None, force_failure: bool
 ) -> tuple[StubCall, LLMJob]:
-    """A job's unit of work. Each tenant context below is one transaction, and each is needed:
-
-    1. With `job_id` (the API created the job `pending`): mark it `running`, committed before
-       the provider call so that a client polling it sees it.
-    2. The call row, its month and the job row completed: all or nothing.
-    3. Only when the work failed for good (2 rolled back): mark the job `failed`. Transient
-       database errors leave it `running` for the task's retry, or in the end for the
-       stale-job sweeper.
-    """
+    """A job's unit of work: the call's (`_make_call`), between two more transactions when the
+    API created the job `pending` (`job_id`): marked `running` first, committed before the
+    provider call so that a client polling it sees it; and `failed` with the reason if the work
+    fails for good. Transient database errors leave it `running` for the task's retry, or in
+    the end for the stale-job sweeper."""
     if job_id is not None:
         jobs.mark_job_running(kind, tenant_id=payload.tenant_id, job_id=job_id)
     try:
         prompt = parse_prompt(kind.prompt, payload.prompt)
-        usage = call_stub_provider(payload, kind.endpoint)
-        request_id = payload.request_id_for(kind.endpoint)
-        with call_transaction(payload.tenant_id):
-            call = _record_call(payload, kind.endpoint, request_id, usage, force_failure=force_failure)
-            job = jobs.save_completed_job(
-                kind,
-                tenant_id=payload.tenant_id,
-                job_id=job_id,
-                request_id=request_id,
-                recorded_before=not call.created,
-                fields={
-                    **kind.outcome(prompt),
-                    "cost_micros": call.cost_micros,
-                    "cost_cents": call.cost_cents,
-                },
-            )
+        return _make_call(payload, kind.endpoint, force_failure=force_failure, job=(kind, prompt, job_id))
     except TRANSIENT_DATABASE_ERRORS:
         raise
     except Exception as error:
         if job_id is not None:
             jobs.mark_job_failed(kind, tenant_id=payload.tenant_id, job_id=job_id, error=error)
         raise
-    return StubCall(payload, kind.endpoint, request_id, usage, call), job
 
 
 def route_request(payload: LLMTaskPayload, *, force_failure: bool = False) -> RouteResult:
-    stub = _run_call(payload, "route", force_failure=force_failure)
+    stub, _ = _make_call(payload, "route", force_failure=force_failure)
     return RouteResult(**stub.receipt(), route=stub_provider.route_for(payload.prompt))
 
 
 def generate_explanation(payload: LLMTaskPayload, *, force_failure: bool = False) -> ExplanationResult:
-    stub = _run_call(payload, "explanation", force_failure=force_failure)
+    stub, _ = _make_call(payload, "explanation", force_failure=force_failure)
     return ExplanationResult(**stub.receipt(), explanation=stub_provider.explanation_for(payload.prompt))
 
 

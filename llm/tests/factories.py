@@ -5,7 +5,18 @@ import datetime
 import itertools
 import uuid
 
-from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost, Tenant
+from llm.models import (
+    Budget,
+    BudgetAlert,
+    BudgetDecision,
+    BudgetOptimizationJob,
+    BudgetReservation,
+    BudgetState,
+    Investigation,
+    LLMApiCall,
+    LLMMonthlyCost,
+    Tenant,
+)
 from llm.services import create_tenant
 from skeldir.tenancy import tenant_context
 
@@ -57,12 +68,66 @@ def budget_job_fields(**overrides) -> dict:
     return {"request_id": f"budget-{next(_sequence)}", **overrides}
 
 
+def _month(n: int) -> datetime.datetime:
+    return datetime.datetime(2026, 1 + n % 12, 1, tzinfo=datetime.UTC)
+
+
+def budget_fields(**overrides) -> dict:
+    return {"monthly_cap_micros": 1_000_000, **overrides}
+
+
+def budget_state_fields(**overrides) -> dict:
+    return {"period": "month", "period_start": _month(next(_sequence)), "cap_micros": 100, **overrides}
+
+
+def reservation_fields(**overrides) -> dict:
+    n = next(_sequence)
+    return {
+        "request_id": f"res-{n}",
+        "endpoint": "route",
+        "model": "stub-small",
+        "estimate_micros": 10,
+        "month_start": _month(n),
+        "lease_expires_at": _month(n) + datetime.timedelta(days=1),
+        **overrides,
+    }
+
+
+def decision_fields(**overrides) -> dict:
+    return {
+        "request_id": f"dec-{next(_sequence)}",
+        "endpoint": "route",
+        "requested_model": "stub-small",
+        "resolved_model": "stub-small",
+        "estimate_micros": 10,
+        "budget": "month",
+        "cap_micros": 100,
+        "remaining_micros": 50,
+        "decision": "ALLOW",
+        "reason": "test",
+        **overrides,
+    }
+
+
+def alert_fields(**overrides) -> dict:
+    n = next(_sequence)
+    return {"month_start": _month(n), "threshold_percent": 1 + n % 100, "spent_micros": 50, "cap_micros": 100}
+
+
 FIELDS_BY_MODEL = {
     LLMApiCall: api_call_fields,
     LLMMonthlyCost: monthly_cost_fields,
     Investigation: investigation_fields,
     BudgetOptimizationJob: budget_job_fields,
+    Budget: budget_fields,
+    BudgetState: budget_state_fields,
+    BudgetReservation: reservation_fields,
+    BudgetDecision: decision_fields,
+    BudgetAlert: alert_fields,
 }
+# Tables the runtime role may only append to, and the one it may delete from.
+APPEND_ONLY_MODELS = (LLMApiCall, BudgetDecision, BudgetAlert)
+DELETABLE_MODELS = (Budget,)
 TENANT_MODELS = list(FIELDS_BY_MODEL)
 
 
@@ -72,9 +137,19 @@ def create_tenant_row(model, *, tenant: Tenant, **overrides):
         return model.objects.create(tenant_id=tenant.id, **FIELDS_BY_MODEL[model](**overrides))
 
 
+MONEY_FIELDS = {
+    LLMMonthlyCost: "total_cost_cents",
+    Budget: "monthly_cap_micros",
+    BudgetState: "spent_micros",
+    BudgetReservation: "estimate_micros",
+    BudgetDecision: "estimate_micros",
+    BudgetAlert: "spent_micros",
+}
+
+
 def cost_field(model) -> str:
-    """The integer money column every tenant table has, for update probes."""
-    return "total_cost_cents" if model is LLMMonthlyCost else "cost_cents"
+    """An integer money column of every tenant table, for update probes."""
+    return MONEY_FIELDS.get(model, "cost_cents")
 
 
 PROMPTS = {

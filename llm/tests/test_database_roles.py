@@ -3,9 +3,10 @@
 import pytest
 from django.db import connection, connections
 
-from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost, Tenant
+from llm.models import AlertDelivery, Tenant
+from llm.tests.factories import TENANT_MODELS
 
-TENANT_TABLES = {m._meta.db_table for m in (LLMApiCall, LLMMonthlyCost, Investigation, BudgetOptimizationJob)}
+TENANT_TABLES = {m._meta.db_table for m in (*TENANT_MODELS, AlertDelivery)}
 ALL_TABLES = TENANT_TABLES | {Tenant._meta.db_table}
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +47,7 @@ def test_runtime_role_owns_none_of_the_tables():
     assert set(owners.values()) == {connections["owner"].settings_dict["USER"]}
 
 
-def test_rls_is_enabled_and_forced_on_exactly_the_four_llm_tables():
+def test_rls_is_enabled_and_forced_on_exactly_the_tenant_tables():
     rows = fetch(
         "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
         "WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'"
@@ -87,6 +88,14 @@ def test_one_policy_per_llm_table_with_the_tenant_predicate_for_using_and_check(
         ("investigations", "DELETE", False),
         ("budget_optimization_jobs", "UPDATE", True),
         ("budget_optimization_jobs", "DELETE", False),
+        ("llm_budgets", "DELETE", True),
+        *[(table, "UPDATE", True) for table in ("llm_budget_state", "llm_budget_reservations")],
+        *[(table, "UPDATE", False) for table in ("llm_budget_decisions", "llm_budget_alerts")],
+        *[
+            (table, "DELETE", False)
+            for table in ("llm_budget_decisions", "llm_budget_alerts", "llm_budget_state")
+        ],
+        ("llm_alert_deliveries", "UPDATE", True),
         ("llm_model_prices", "SELECT", True),
         *[("llm_model_prices", privilege, False) for privilege in ("INSERT", "UPDATE", "DELETE")],
         *[(table, "TRUNCATE", False) for table in sorted(ALL_TABLES)],
@@ -97,8 +106,9 @@ def test_runtime_role_holds_only_the_privileges_it_needs(table, privilege, expec
     assert granted is expected
 
 
-def test_runtime_role_may_update_exactly_the_api_key_hash_and_updated_at_of_tenants():
-    """Column privileges (migration runtime_may_rotate_api_keys): rotating an API key, nothing else."""
+def test_runtime_role_may_update_exactly_the_key_and_alert_columns_of_tenants():
+    """Column privileges (migrations runtime_may_rotate_api_keys, budget_security): rotating an
+    API key and setting where alerts go, nothing else."""
     columns = [name for (name,) in fetch(
         "SELECT attname FROM pg_attribute WHERE attrelid = 'tenants'::regclass AND attnum > 0 "
         "AND NOT attisdropped"
@@ -108,7 +118,7 @@ def test_runtime_role_may_update_exactly_the_api_key_hash_and_updated_at_of_tena
         for column in columns
         if fetch("SELECT has_column_privilege(current_user, 'tenants', %s, 'UPDATE')", [column])[0][0]
     }
-    assert updatable == {"api_key_hash", "updated_at"}
+    assert updatable == {"api_key_hash", "updated_at", "notification_email", "webhook_url", "webhook_secret"}
     [(table_level,)] = fetch("SELECT has_table_privilege(current_user, 'tenants', 'UPDATE')")
     assert table_level is False
     with pytest.raises(Exception, match="permission denied"), connection.cursor() as cursor:

@@ -4,9 +4,10 @@ import pytest
 from django.core.management import call_command
 from django.db import connections, models
 
-from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost, ModelPrice, Tenant
+from llm.models import AlertDelivery, LLMApiCall, ModelPrice, Tenant
+from llm.tests.factories import TENANT_MODELS as FACTORY_TENANT_MODELS
 
-TENANT_MODELS = [LLMApiCall, LLMMonthlyCost, Investigation, BudgetOptimizationJob]
+TENANT_MODELS = [*FACTORY_TENANT_MODELS, AlertDelivery]
 ALL_MODELS = [Tenant, ModelPrice, *TENANT_MODELS]
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +46,12 @@ EXPECTED_DEFAULTS = {
     "cost_micros": "0",
     "cached_input_tokens": "0",
     "request_fee_micros": "0",
+    "spent_micros": "0",
+    "reserved_micros": "0",
+    "attempts": "0",
+    "last_error": "''::text",
+    "webhook_url": "''::character varying",
+    "webhook_secret": "''::text",
     "total_calls": "0",
     "cost_cents": "0",
     "was_cached": "false",
@@ -118,9 +125,12 @@ def test_tenant_foreign_key_cascades_in_the_database(model):
             [model._meta.db_table],
         )
         keys = sorted(cursor.fetchall())
-    # A call keeps the price row it was costed with: that row can never be deleted under it.
-    priced = [("llm_model_prices", "a", "price_id")] if model is LLMApiCall else []
-    assert keys == sorted([*priced, ("tenants", "c", "tenant_id")])
+    # A call keeps the price row it was costed with; a delivery its alert (which cascades).
+    other = {
+        LLMApiCall: [("llm_model_prices", "a", "price_id")],
+        AlertDelivery: [("llm_budget_alerts", "a", "alert_id")],
+    }.get(model, [])
+    assert keys == sorted([*other, ("tenants", "c", "tenant_id")])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -130,10 +140,10 @@ def test_llm_migrations_reverse_and_reapply_cleanly():
             cursor.execute("SELECT count(*) FROM pg_policies WHERE schemaname = 'public'")
             return cursor.fetchone()[0]
 
-    assert policies() == 4
+    assert policies() == len(TENANT_MODELS)
     call_command("migrate", "llm", "0002", verbosity=0)
     assert policies() == 0
     call_command("migrate", "llm", "zero", verbosity=0)
     call_command("migrate", verbosity=0)
-    assert policies() == 4
+    assert policies() == len(TENANT_MODELS)
     test_makemigrations_finds_nothing_to_do()

@@ -52,7 +52,7 @@ def test_reconciliation_finds_drift_injected_by_the_owner_and_fix_repairs_it(ten
         " model_breakdown = jsonb_set(model_breakdown, '{test-small,calls}', '7')",
     )
 
-    with pytest.raises(CommandError, match="1 month\\(s\\) drifted"):
+    with pytest.raises(CommandError, match="1 month\\(s\\) and 0 budget period\\(s\\) drifted"):
         call_command("reconcile_llm_costs")
     output = capsys.readouterr().out
     assert f"drift: tenant {tenant_a.id}" in output

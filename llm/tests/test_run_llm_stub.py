@@ -129,7 +129,8 @@ def test_via_broker_without_a_worker_says_what_is_queued_and_fails_cleanly(tenan
     assert "3 call(s) still queued after 1s" in output
     assert "./dev worker" in output and "same CELERY_BROKER_URL" in output
     [route] = [line.split() for line in output.splitlines() if line.startswith("route")]
-    assert route == ["route", "0", "0", "0", "3", "$0.00"]  # recorded, repeated, failed, not done
+    # recorded, repeated, blocked, failed, not done, cost
+    assert route == ["route", "0", "0", "0", "0", "3", "$0.00"]
     worker = start_worker("redis" if REDIS_URL.startswith("redis") else "postgres")
     wait_for_calls(tenant_a, 3, timeout=60, worker=worker)
 
@@ -163,11 +164,11 @@ def test_when_the_database_goes_away_mid_run_it_prints_the_summary_and_one_line(
     assert error.startswith("CommandError: The database became unavailable (OperationalError: ")
     assert "Costs and the month to date could not be read: the database is unavailable." in stdout
     printed = {
-        fields[0]: [int(n) for n in fields[1:5]]
+        fields[0]: [int(n) for n in fields[1:6]]
         for fields in (line.split() for line in stdout.splitlines() if line[:1].isalpha())
         if fields[0] in ("route", "explanation", "investigation", "budget_optimization")
     }
-    recorded, failed, not_done = (sum(v[i] for v in printed.values()) for i in (0, 2, 3))
+    recorded, failed, not_done = (sum(v[i] for v in printed.values()) for i in (0, 3, 4))
     assert recorded + failed + not_done == 1600
     assert not_done > 1000  # it stopped sending calls once the database had gone
     assert f"{recorded} call(s) were recorded before that" in error

@@ -129,9 +129,14 @@ def test_an_unknown_tenant_fails_the_task_with_a_clear_error():
     assert "Unknown tenant" in str(result.result)
 
 
-def test_the_beat_schedule_runs_reconciliation_and_the_stale_job_sweeper():
+def test_the_beat_schedule_runs_reconciliation_the_sweepers_and_alert_resends():
     scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
-    assert scheduled == {"llm.reconcile_monthly_costs", "llm.sweep_stale_jobs"}
+    assert scheduled == {
+        "llm.reconcile_monthly_costs",
+        "llm.sweep_stale_jobs",
+        "llm.sweep_budget_reservations",
+        "llm.resend_budget_alerts",
+    }
     for entry in settings.CELERY_BEAT_SCHEDULE.values():
         assert entry["task"] in app.tasks
         assert entry["schedule"] > 0

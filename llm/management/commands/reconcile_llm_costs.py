@@ -26,7 +26,19 @@ class Command(BaseCommand):
                 f"the calls add up to {drift.actual_calls} / {format_micros(drift.actual_cost_micros)}"
                 + (" -> fixed" if fix else "")
             )
-        summary = f"Checked {report.tenants_checked} tenant(s): {len(report.drifts)} month(s) drifted"
-        if report.drifts and not fix:
+        for tenant_id, drift in report.budget_drifts:
+            self.stdout.write(
+                f"budget drift: tenant {tenant_id} {drift.period} from "
+                f"{drift.period_start:%Y-%m-%d %H:%M}: spent {format_micros(drift.recorded_spent_micros)}, "
+                f"reserved {format_micros(drift.recorded_reserved_micros)}; the calls and open "
+                f"reservations add up to {format_micros(drift.actual_spent_micros)} and "
+                f"{format_micros(drift.actual_reserved_micros)}" + (" -> fixed" if fix else "")
+            )
+        drifted = bool(report.drifts or report.budget_drifts)
+        summary = (
+            f"Checked {report.tenants_checked} tenant(s): {len(report.drifts)} month(s) and "
+            f"{len(report.budget_drifts)} budget period(s) drifted"
+        )
+        if drifted and not fix:
             raise CommandError(f"{summary}. Run with --fix to repair them.")
-        self.stdout.write(summary + ("; all repaired." if report.drifts else "."))
+        self.stdout.write(summary + ("; all repaired." if drifted else "."))

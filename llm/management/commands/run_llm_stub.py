@@ -29,6 +29,7 @@ from llm.payloads import ENDPOINTS, Endpoint, LLMTaskPayload, task_arguments
 from llm.services import (
     BATCH_ENDPOINTS,
     AmbiguousTenant,
+    BudgetExceeded,
     ForcedFailure,
     UnknownTenant,
     create_tenant,
@@ -307,6 +308,7 @@ class Command(BaseCommand):
     def _report(self, tenant: Tenant, outcomes: list[Outcome], *, elapsed: float, options: dict) -> None:
         kinds = [kind for kind in ENDPOINTS if any(outcome.job.kind == kind for outcome in outcomes)]
         recorded, repeated, failed, not_done = Counter(), Counter(), Counter(), Counter()
+        blocked, budget_notes = Counter(), {}
         errors: dict[str, str] = {}
         job_ids = defaultdict(list)
         forced = 0
@@ -314,6 +316,9 @@ class Command(BaseCommand):
             kind, value = outcome.job.kind, outcome.value
             if outcome.state == NOT_DONE:
                 not_done[kind] += outcome.calls
+            elif outcome.state == FAILED and isinstance(value, BudgetExceeded):
+                blocked[kind] += outcome.calls  # the budget at work: a decision, not a failure
+                budget_notes.setdefault(value.budget, one_line(value))
             elif outcome.state == FAILED:
                 failed[kind] += outcome.calls
                 if isinstance(value, ForcedFailure) and options["force_failure"]:
@@ -351,6 +356,7 @@ class Command(BaseCommand):
             "kind",
             "recorded",
             "repeated",
+            "blocked",
             "failed",
             *(["not done"] if any(not_done.values()) else []),
             "cost",
@@ -360,6 +366,7 @@ class Command(BaseCommand):
                 kind,
                 recorded[kind],
                 repeated[kind],
+                blocked[kind],
                 failed[kind],
                 *([not_done[kind]] if "not done" in headers else []),
                 "unknown"
@@ -372,6 +379,8 @@ class Command(BaseCommand):
             self.stdout.write(line)
         for kind, error in errors.items():
             self.stdout.write(self.style.ERROR(f"  {kind} failed: {error}"))
+        for note in budget_notes.values():
+            self.stdout.write(self.style.WARNING(f"  blocked: {note}"))
         for kind in (kind for kind in kinds if job_ids[kind]):
             ids = job_ids[kind]
             shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")

@@ -1,47 +1,12 @@
-"""The tenant directory, the global price catalogue and the tenant-sealed LLM tables (see
-DESIGN.md, "Schema").
+"""The tenant directory, the LLM calls, their months, and the jobs (the seed's tables)."""
 
-Ids are UUIDs generated in Python and, as a column default, by the database. Timestamps come
-from the database clock (`db_default=Now()`), since the monthly cost row is keyed on the
-UTC month of the call's database time. Money is integer micro-USD (`*_micros`, 10^-6 USD);
-the seed's `*_cents` columns are derived from it (llm/money.py).
-"""
-
-import uuid
 from typing import ClassVar
 
-from django.contrib.postgres.constraints import ExclusionConstraint
-from django.contrib.postgres.fields import RangeBoundary, RangeOperators
-from django.contrib.postgres.functions import RandomUUID
 from django.db import models
-from django.db.models import Func, Q
+from django.db.models import Q
 from django.db.models.functions import Now
 
-from llm.money import MAX_REQUEST_FEE_MICROS, MAX_TOKEN_PRICE_MICROS
-
-
-def _uuid_pk() -> models.UUIDField:
-    return models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID(), editable=False)
-
-
-def _tenant_fk(related_name: str) -> models.ForeignKey:
-    # db_index=False: every table's composite indexes lead with tenant_id already.
-    # The database-level ON DELETE CASCADE is added in migration 0001 (Django 5.2 cannot say it).
-    return models.ForeignKey(
-        "llm.Tenant", on_delete=models.CASCADE, related_name=related_name, db_index=False
-    )
-
-
-def _non_negative(table: str, *fields: str) -> list[models.CheckConstraint]:
-    return [
-        models.CheckConstraint(condition=Q(**{f"{field}__gte": 0}), name=f"{table}_{field}_non_negative")
-        for field in fields
-    ]
-
-
-def new_request_id() -> str:
-    """A job created without a client's request_id (the ORM, the admin) still gets a unique one."""
-    return str(uuid.uuid4())
+from llm.models.fields import new_request_id, non_negative, tenant_fk, uuid_pk
 
 
 class JobStatus(models.TextChoices):
@@ -52,10 +17,14 @@ class JobStatus(models.TextChoices):
 
 
 class Tenant(models.Model):
-    id = _uuid_pk()
+    id = uuid_pk()
     name = models.TextField()
     api_key_hash = models.CharField(max_length=64, help_text="SHA-256 of the API key, hex.")
-    notification_email = models.EmailField(blank=True, default="")
+    notification_email = models.EmailField(blank=True, default="", help_text="Budget alerts go here.")
+    # Budget alerts are also POSTed here, signed with HMAC-SHA256 under webhook_secret (shown
+    # once when set: `manage.py configure_alerts`).
+    webhook_url = models.URLField(blank=True, default="", db_default="", max_length=2000)
+    webhook_secret = models.TextField(blank=True, default="", db_default="", editable=False)
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(db_default=Now(), editable=False)
 
@@ -77,83 +46,11 @@ class Tenant(models.Model):
         return self.name
 
 
-class TsTzRange(Func):
-    function = "TSTZRANGE"
-    output_field = models.DateTimeField()  # only ever compared with &&, never read
-
-
-class ModelPrice(models.Model):
-    """What one model costs during one period: per million input, cached-input and output
-    tokens, plus a per-request fee, in micro-USD. Global (not tenant-sealed); the runtime role
-    may only read it. A call stores the id of the row it was priced with, so a later price
-    never reprices history."""
-
-    id = _uuid_pk()
-    model = models.TextField()
-    provider = models.TextField()
-    input_micros_per_mtok = models.BigIntegerField(help_text="µUSD per million input tokens.")
-    cached_input_micros_per_mtok = models.BigIntegerField(help_text="µUSD per million cached input tokens.")
-    output_micros_per_mtok = models.BigIntegerField(help_text="µUSD per million output tokens.")
-    request_fee_micros = models.BigIntegerField(default=0, db_default=0, help_text="µUSD per request.")
-    valid_from = models.DateTimeField(help_text="In force from (inclusive).")
-    valid_to = models.DateTimeField(
-        null=True, blank=True, help_text="In force until (exclusive); open if empty."
-    )
-    created_at = models.DateTimeField(db_default=Now(), editable=False)
-
-    class Meta:
-        db_table = "llm_model_prices"
-        verbose_name = "model price"
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(model__regex=r"^\S+$"), name="llm_model_prices_model_is_a_name"
-            ),
-            models.CheckConstraint(
-                condition=Q(provider__regex=r"\S"), name="llm_model_prices_provider_not_blank"
-            ),
-            *(
-                models.CheckConstraint(
-                    condition=Q(**{f"{field}__gte": 0, f"{field}__lte": MAX_TOKEN_PRICE_MICROS}),
-                    name=f"llm_model_prices_{field}_in_range",
-                )
-                for field in (
-                    "input_micros_per_mtok",
-                    "cached_input_micros_per_mtok",
-                    "output_micros_per_mtok",
-                )
-            ),
-            models.CheckConstraint(
-                condition=Q(request_fee_micros__gte=0, request_fee_micros__lte=MAX_REQUEST_FEE_MICROS),
-                name="llm_model_prices_request_fee_micros_in_range",
-            ),
-            # A cached token is a discounted input token, never dearer: it is billed once, at this price.
-            models.CheckConstraint(
-                condition=Q(cached_input_micros_per_mtok__lte=models.F("input_micros_per_mtok")),
-                name="llm_model_prices_cached_not_above_input",
-            ),
-            models.CheckConstraint(
-                condition=Q(valid_to__isnull=True) | Q(valid_to__gt=models.F("valid_from")),
-                name="llm_model_prices_period_not_empty",
-            ),
-            # One price per model at any instant (needs btree_gist for the text equality).
-            ExclusionConstraint(
-                name="llm_model_prices_no_overlap",
-                expressions=[
-                    ("model", RangeOperators.EQUAL),
-                    (TsTzRange("valid_from", "valid_to", RangeBoundary()), RangeOperators.OVERLAPS),
-                ],
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.model} from {self.valid_from:%Y-%m-%d %H:%M}"
-
-
 class LLMApiCall(models.Model):
     """One audited LLM call. Append-only for the runtime role."""
 
-    id = _uuid_pk()
-    tenant = _tenant_fk("api_calls")
+    id = uuid_pk()
+    tenant = tenant_fk("api_calls")
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     endpoint = models.TextField()
     model = models.TextField()
@@ -165,7 +62,7 @@ class LLMApiCall(models.Model):
     cost_cents = models.BigIntegerField(help_text="Derived: cost_micros in cents, rounded half up.")
     # The price row the cost was computed with; NULL only for calls recorded before prices.
     price = models.ForeignKey(
-        ModelPrice, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+        "llm.ModelPrice", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     latency_ms = models.IntegerField()
     was_cached = models.BooleanField(default=False, db_default=False)
@@ -178,7 +75,7 @@ class LLMApiCall(models.Model):
         db_table = "llm_api_calls"
         verbose_name = "LLM API call"
         constraints = [
-            *_non_negative(
+            *non_negative(
                 "llm_api_calls",
                 "input_tokens",
                 "cached_input_tokens",
@@ -211,8 +108,8 @@ class LLMApiCall(models.Model):
 class LLMMonthlyCost(models.Model):
     """A tenant's LLM spend for one UTC month, kept by single-statement upserts."""
 
-    id = _uuid_pk()
-    tenant = _tenant_fk("monthly_costs")
+    id = uuid_pk()
+    tenant = tenant_fk("monthly_costs")
     month = models.DateField(help_text="First day of the UTC month.")
     total_cost_micros = models.BigIntegerField(default=0, db_default=0)
     total_cost_cents = models.BigIntegerField(
@@ -229,7 +126,7 @@ class LLMMonthlyCost(models.Model):
         db_table = "llm_monthly_costs"
         verbose_name = "LLM monthly cost"
         constraints = [
-            *_non_negative("llm_monthly_costs", "total_cost_micros", "total_cost_cents", "total_calls"),
+            *non_negative("llm_monthly_costs", "total_cost_micros", "total_cost_cents", "total_calls"),
             models.CheckConstraint(condition=Q(month__day=1), name="llm_monthly_costs_month_first_day"),
             models.UniqueConstraint(fields=["tenant", "month"], name="llm_monthly_costs_tenant_month_uniq"),
         ]
@@ -245,7 +142,7 @@ class LLMJob(models.Model):
     """What investigations and budget optimization jobs share: a request that runs one LLM
     call and stores its outcome, pending -> running -> completed or failed."""
 
-    id = _uuid_pk()
+    id = uuid_pk()
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(db_default=Now(), editable=False)
     request_id = models.TextField(default=new_request_id)
@@ -267,7 +164,7 @@ class LLMJob(models.Model):
 
 def _job_constraints(table: str) -> list[models.BaseConstraint]:
     return [
-        *_non_negative(table, "cost_micros", "cost_cents"),
+        *non_negative(table, "cost_micros", "cost_cents"),
         models.CheckConstraint(condition=Q(status__in=JobStatus.values), name=f"{table}_status_valid"),
         models.CheckConstraint(condition=Q(request_id__regex=r"\S"), name=f"{table}_request_id_not_blank"),
         models.UniqueConstraint(fields=["tenant", "request_id"], name=f"{table}_tenant_request_uniq"),
@@ -281,7 +178,7 @@ def _job_status_index(name: str) -> models.Index:
 class Investigation(LLMJob):
     """A bounded analyst-agent investigation answering one question."""
 
-    tenant = _tenant_fk("investigations")
+    tenant = tenant_fk("investigations")
     query = models.TextField()
     result = models.JSONField(null=True, blank=True)
 
@@ -296,7 +193,7 @@ class Investigation(LLMJob):
 class BudgetOptimizationJob(LLMJob):
     """A deterministic budget allocation with an LLM-written synthesis."""
 
-    tenant = _tenant_fk("budget_optimization_jobs")
+    tenant = tenant_fk("budget_optimization_jobs")
     recommendations = models.JSONField(null=True, blank=True)
 
     result_field = "recommendations"

@@ -1,0 +1,175 @@
+"""Settlement: a budgeted call's reservation turned into its actual cost, or given back.
+
+- `settle_call`, in the call's own transaction (call row, monthly upsert): the reservation
+  settled once (a redelivery finds it settled and adds nothing), spent increased by the actual
+  cost in the call's periods and the estimate taken back where it was held, and the month's
+  threshold alerts crossed by it written.
+- `release_call`, in a transaction of its own, for a call that failed for good.
+- `sweep_expired_reservations` (beat) settles or releases reservations whose worker died,
+  once their lease (LLM_RESERVATION_LEASE_SECONDS, longer than the task time limit) ran out.
+"""
+
+import logging
+import uuid
+
+from django.db import connection
+from django.db.models.functions import Now
+
+from llm import selectors, sql
+from llm.models import Budget, BudgetPeriod, BudgetReservation, LLMApiCall, ReservationStatus
+from llm.services import alerts
+from llm.services.accounting import RecordedCall, call_transaction
+from llm.services.budgets import Admission, hour_start, month_start
+from skeldir.tenancy import tenant_context
+
+logger = logging.getLogger(__name__)
+
+
+def settle_call(
+    *, tenant_id: uuid.UUID, request_id: str, endpoint: str, call: RecordedCall, admission: Admission | None
+) -> None:
+    """In the call's transaction: its reservation settled at the actual cost, once (a
+    redelivery finds it settled and adds nothing), and the month's threshold alerts."""
+    if admission is None:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.FINISH_RESERVATION_SQL,
+            {
+                "status": ReservationStatus.SETTLED,
+                "actual": call.cost_micros,
+                "tenant_id": tenant_id,
+                "request_id": request_id,
+                "endpoint": endpoint,
+                "from_statuses": [ReservationStatus.RESERVED, ReservationStatus.RELEASED],
+            },
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return  # settled before: this is a redelivery of a recorded call
+        was, estimate, reserved_month, reserved_hour = row
+        if was != ReservationStatus.RESERVED:
+            estimate = 0  # released by the lease sweep: its estimate was given back already
+        month = _settle_period(
+            cursor,
+            tenant_id,
+            BudgetPeriod.MONTH,
+            month_start(call.created_at),
+            reserved_month,
+            call,
+            estimate,
+        )
+        if reserved_hour is not None:
+            _settle_period(
+                cursor,
+                tenant_id,
+                BudgetPeriod.HOUR,
+                hour_start(call.created_at),
+                reserved_hour,
+                call,
+                estimate,
+            )
+    if month is not None:
+        alerts.record_threshold_alerts(
+            tenant_id=tenant_id,
+            month_start=month[0],
+            spent_before=month[1] - call.cost_micros,
+            spent_after=month[1],
+            cap=month[2],
+            thresholds=admission.thresholds,
+        )
+
+
+def _settle_period(cursor, tenant_id, period, call_start, reserved_start, call, estimate):
+    """Returns (period_start, spent, cap) of the call's own period, if it has a state."""
+    cursor.execute(
+        sql.SETTLE_BUDGET_PERIOD_SQL,
+        {
+            "tenant_id": tenant_id,
+            "period": period,
+            "call_start": call_start,
+            "reserved_start": reserved_start,
+            "actual": call.cost_micros,
+            "estimate": estimate,
+        },
+    )
+    return next((row for row in cursor.fetchall() if row[0] == call_start), None)
+
+
+def release_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str) -> bool:
+    """Give a failed call's reservation back, in a transaction of its own; False if it had
+    none open (unbudgeted, settled, or released already)."""
+    with tenant_context(tenant_id):
+        return _release(tenant_id=tenant_id, request_id=request_id, endpoint=endpoint)
+
+
+def _release(*, tenant_id, request_id, endpoint) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.FINISH_RESERVATION_SQL,
+            {
+                "status": ReservationStatus.RELEASED,
+                "actual": None,
+                "tenant_id": tenant_id,
+                "request_id": request_id,
+                "endpoint": endpoint,
+                "from_statuses": [ReservationStatus.RESERVED],
+            },
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        _, estimate, reserved_month, reserved_hour = row
+        for period, start in ((BudgetPeriod.MONTH, reserved_month), (BudgetPeriod.HOUR, reserved_hour)):
+            if start is not None:
+                cursor.execute(
+                    sql.RELEASE_BUDGET_PERIOD_SQL,
+                    {"tenant_id": tenant_id, "period": period, "period_start": start, "estimate": estimate},
+                )
+    return True
+
+
+def sweep_expired_reservations() -> dict[str, int]:
+    """Reservations still open after their lease (their worker died between reserving and
+    settling): settled at the recorded call's cost if the call was recorded, else released.
+    The lease outlasts the task time limit, so a live worker has always finished with its
+    reservation before it expires."""
+
+    swept = {"settled": 0, "released": 0}
+    for tenant_id in selectors.iter_tenant_ids():
+        with tenant_context(tenant_id):
+            expired = list(
+                BudgetReservation.objects.filter(
+                    status=ReservationStatus.RESERVED, lease_expires_at__lt=Now()
+                )
+                .values_list("request_id", "endpoint")
+                .order_by("created_at")
+            )
+            thresholds = tuple(sorted(Budget.objects.values_list("thresholds", flat=True).first() or ()))
+        for request_id, endpoint in expired:
+            with call_transaction(tenant_id):
+                recorded = (
+                    LLMApiCall.objects.filter(request_id=request_id, endpoint=endpoint)
+                    .values_list("id", "created_at", "cost_micros", "price_id")
+                    .first()
+                )
+                if recorded is None:
+                    swept["released"] += _release(
+                        tenant_id=tenant_id, request_id=request_id, endpoint=endpoint
+                    )
+                    continue
+                call = RecordedCall(recorded[0], False, *recorded[1:])
+                admission = Admission(
+                    model="", month_start=month_start(call.created_at), thresholds=thresholds
+                )
+                settle_call(
+                    tenant_id=tenant_id,
+                    request_id=request_id,
+                    endpoint=endpoint,
+                    call=call,
+                    admission=admission,
+                )
+                swept["settled"] += 1
+        if expired:
+            logger.warning("tenant %s: %s expired reservation(s) swept: %s", tenant_id, len(expired), swept)
+    return swept
