@@ -15,9 +15,12 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
+from typing_extensions import TypeAliasType
 
 Endpoint = Literal["route", "explanation", "investigation", "budget_optimization"]
 ENDPOINTS: tuple[Endpoint, ...] = ("route", "explanation", "investigation", "budget_optimization")
@@ -76,26 +79,75 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     return value
 
 
+# The contracts' JSON Schema (the API's OpenAPI document) says what the validators decide, so
+# that a client, or a fuzzer, can tell valid input from invalid input without asking.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def _keys_named_by_pattern(schema: dict) -> None:
+    """pydantic documents keys with a pattern as `patternProperties`, which leaves every other
+    key unconstrained; the validators refuse those keys, so say `propertyNames` instead."""
+    if patterns := schema.pop("patternProperties", None):
+        ((pattern, values),) = patterns.items()
+        schema["propertyNames"] = {"pattern": pattern, **schema.get("propertyNames", {})}
+        schema["additionalProperties"] = values
+
+
+class DocumentedAs:
+    """Annotation: document a type with another type's JSON Schema (same meaning, a schema
+    JSON Schema can say), while validation stays the annotated type's."""
+
+    def __init__(self, documented: object):
+        self.core_schema = TypeAdapter(documented).core_schema
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        return handler(self.core_schema)
+
+
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 
 
 def text(**constraints: int) -> type[str]:
     """A strict string with these length constraints and no NUL."""
-    return Annotated[StrictStr, Field(**constraints), AfterValidator(_no_nul)]
+    return Annotated[
+        StrictStr,
+        Field(**constraints, json_schema_extra={"pattern": NO_NUL_PATTERN}),
+        AfterValidator(_no_nul),
+    ]
 
 
+# What `_json_safe` accepts, as JSON Schema (documentation only): NUL-free strings and keys,
+# integers within 64 bits, other finite numbers, and nesting (at most MAX_PROMPT_DEPTH levels,
+# which JSON Schema cannot say).
+PromptValue = TypeAliasType(
+    "PromptValue",
+    text()
+    | Annotated[int, Field(ge=-BIGINT_MAX, le=BIGINT_MAX)]
+    | Annotated[float, WithJsonSchema({"type": "number", "not": {"type": "integer"}})]
+    | bool
+    | list["PromptValue"]
+    | Annotated[dict[text(), "PromptValue"], Field(json_schema_extra=_keys_named_by_pattern)]
+    | None,
+)
 Identifier = text(min_length=1, max_length=200)
-Prompt = Annotated[dict[str, Any], AfterValidator(_json_safe)]
+Prompt = Annotated[
+    dict[str, Any],
+    AfterValidator(_json_safe),
+    DocumentedAs(Annotated[dict[text(), PromptValue], Field(json_schema_extra=_keys_named_by_pattern)]),
+]
 CostCapCents = Annotated[StrictInt, Field(ge=0, le=MAX_COST_CENTS)]
 Question = text(min_length=1, max_length=2_000)
 BudgetCents = Annotated[StrictInt, Field(gt=0, le=MAX_BUDGET_CENTS)]
 # Channel name -> a non-negative, finite performance score (e.g. ROAS); budget follows it.
+ChannelScore = Annotated[
+    StrictInt | StrictFloat,
+    Field(ge=0, le=MAX_CHANNEL_SCORE, allow_inf_nan=False),
+    # pydantic would document the bounds of a union as the non-keywords "ge" and "le".
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_CHANNEL_SCORE}),
+]
 Channels = Annotated[
-    dict[
-        text(min_length=1, max_length=100),
-        Annotated[StrictInt | StrictFloat, Field(ge=0, le=MAX_CHANNEL_SCORE, allow_inf_nan=False)],
-    ],
-    Field(min_length=1, max_length=50),
+    dict[text(min_length=1, max_length=100), ChannelScore],
+    Field(min_length=1, max_length=50, json_schema_extra=_keys_named_by_pattern),
 ]
 
 

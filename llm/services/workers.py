@@ -76,7 +76,8 @@ def stub_usage(payload: LLMTaskPayload, endpoint: Endpoint) -> tuple[LLMUsage, S
     if usage.cost_cents > payload.max_cost_cents:
         raise CostLimitExceeded(
             f"The {endpoint} call would cost {usage.cost_cents} cents, over max_cost_cents "
-            f"{payload.max_cost_cents}; nothing was recorded."
+            f"{payload.max_cost_cents}; nothing was recorded.",
+            fields={"max_cost_cents": f"the call would cost {usage.cost_cents} cents"},
         )
     return usage, options
 
