@@ -43,20 +43,26 @@ MAX_CHANNEL_SCORE = 10**9
 MAX_PROMPT_DEPTH = 16
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text (and jsonb) cannot hold U+0000: refused here, never by the database later.
+def _storable_text(value: str) -> str:
+    # PostgreSQL text (and jsonb) cannot hold U+0000, nor a lone surrogate (JSON's "\ud800"
+    # escapes one; no UTF-8 spells it): refused here, never by the database later.
     if "\x00" in value:
         raise ValueError("must not contain a NUL character (\\u0000)")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError("must not contain a lone surrogate (\\ud800-\\udfff)") from None
     return value
 
 
 def _json_safe(value: Any, depth: int = 0) -> Any:
     """A prompt is JSON any part of the system can store and send: strings and keys without
-    NUL, finite numbers, integers that fit a bigint, nesting at most MAX_PROMPT_DEPTH."""
+    NUL or lone surrogates, finite numbers, integers that fit a bigint, nesting at most MAX_PROMPT_DEPTH."""
     if depth > MAX_PROMPT_DEPTH:
         raise ValueError(f"nested deeper than {MAX_PROMPT_DEPTH} levels")
     if isinstance(value, str):
-        _no_nul(value)
+        _storable_text(value)
     elif isinstance(value, bool) or value is None:
         pass
     elif isinstance(value, int):
@@ -65,11 +71,14 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("numbers must be finite")
+        # JSON has one number type: 1e20 is the integer 10**20, however it is written.
+        if value.is_integer() and not -BIGINT_MAX <= value <= BIGINT_MAX:
+            raise ValueError("integers must fit in 64 bits")
     elif isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError("object keys must be strings")
-            _no_nul(key)
+            _storable_text(key)
             _json_safe(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -108,22 +117,21 @@ NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 
 
 def text(**constraints: int) -> type[str]:
-    """A strict string with these length constraints and no NUL."""
+    """A strict string with these length constraints and no NUL (nor lone surrogate)."""
     return Annotated[
         StrictStr,
         Field(**constraints, json_schema_extra={"pattern": NO_NUL_PATTERN}),
-        AfterValidator(_no_nul),
+        AfterValidator(_storable_text),
     ]
 
 
 # What `_json_safe` accepts, as JSON Schema (documentation only): NUL-free strings and keys,
-# integers within 64 bits, other finite numbers, and nesting (at most MAX_PROMPT_DEPTH levels,
-# which JSON Schema cannot say).
+# numbers within 64 bits (every float past them is a whole number), and nesting (at most
+# MAX_PROMPT_DEPTH levels, which JSON Schema cannot say).
 PromptValue = TypeAliasType(
     "PromptValue",
     text()
-    | Annotated[int, Field(ge=-BIGINT_MAX, le=BIGINT_MAX)]
-    | Annotated[float, WithJsonSchema({"type": "number", "not": {"type": "integer"}})]
+    | Annotated[float, WithJsonSchema({"type": "number", "minimum": -BIGINT_MAX, "maximum": BIGINT_MAX})]
     | bool
     | list["PromptValue"]
     | Annotated[dict[text(), "PromptValue"], Field(json_schema_extra=_keys_named_by_pattern)]
