@@ -238,7 +238,7 @@ class StubPromptOptions(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    model: text(max_length=200) | None = None
+    model: text(min_length=1, max_length=200) | None = None  # None: the endpoint's default
     simulated_cost_cents: NonNegativeInt | None = None
     # Wait this long before recording, as a provider call would (load and failure tests).
     sleep_ms: Annotated[StrictInt, Field(ge=0, le=60_000)] = 0

@@ -108,6 +108,7 @@ WORKER_WOULD_REFUSE = [
         "/budget-optimizations", {"total_budget_cents": 2**63, "channels": {"a": 1}}, id="huge-budget"
     ),
     pytest.param("/route", {"prompt": {"model": "gpt-unknown"}}, id="unknown-model"),
+    pytest.param("/route", {"prompt": {"model": ""}}, id="empty-model"),
     pytest.param(
         "/explanations", {"prompt": {"model": "stub-large"}, "max_cost_cents": 0}, id="over-cost-cap"
     ),
