@@ -58,7 +58,8 @@ def _storable_text(value: str) -> str:
 
 def _json_safe(value: Any, depth: int = 0) -> Any:
     """A prompt is JSON any part of the system can store and send: strings and keys without
-    NUL or lone surrogates, finite numbers, integers that fit a bigint, nesting at most MAX_PROMPT_DEPTH."""
+    NUL or lone surrogates, finite numbers, whole numbers (however written) that fit a bigint,
+    nesting at most MAX_PROMPT_DEPTH."""
     if depth > MAX_PROMPT_DEPTH:
         raise ValueError(f"nested deeper than {MAX_PROMPT_DEPTH} levels")
     if isinstance(value, str):
