@@ -16,9 +16,12 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
+from typing_extensions import TypeAliasType
 
 Endpoint = Literal["route", "explanation", "investigation", "budget_optimization"]
 ENDPOINTS: tuple[Endpoint, ...] = ("route", "explanation", "investigation", "budget_optimization")
@@ -41,20 +44,27 @@ MAX_CHANNEL_SCORE = 10**9
 MAX_PROMPT_DEPTH = 16
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text (and jsonb) cannot hold U+0000: refused here, never by the database later.
+def _storable_text(value: str) -> str:
+    # PostgreSQL text (and jsonb) cannot hold U+0000, nor a lone surrogate (JSON's "\ud800"
+    # escapes one; no UTF-8 spells it): refused here, never by the database later.
     if "\x00" in value:
         raise ValueError("must not contain a NUL character (\\u0000)")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError("must not contain a lone surrogate (\\ud800-\\udfff)") from None
     return value
 
 
 def _json_safe(value: Any, depth: int = 0) -> Any:
     """A prompt is JSON any part of the system can store and send: strings and keys without
-    NUL, finite numbers, integers that fit a bigint, nesting at most MAX_PROMPT_DEPTH."""
+    NUL or lone surrogates, finite numbers, whole numbers (however written) that fit a bigint,
+    nesting at most MAX_PROMPT_DEPTH."""
     if depth > MAX_PROMPT_DEPTH:
         raise ValueError(f"nested deeper than {MAX_PROMPT_DEPTH} levels")
     if isinstance(value, str):
-        _no_nul(value)
+        _storable_text(value)
     elif isinstance(value, bool) or value is None:
         pass
     elif isinstance(value, int):
@@ -63,11 +73,14 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("numbers must be finite")
+        # JSON has one number type: 1e20 is the integer 10**20, however it is written.
+        if value.is_integer() and not -BIGINT_MAX <= value <= BIGINT_MAX:
+            raise ValueError("integers must fit in 64 bits")
     elif isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError("object keys must be strings")
-            _no_nul(key)
+            _storable_text(key)
             _json_safe(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -77,26 +90,74 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     return value
 
 
+# The contracts' JSON Schema (the API's OpenAPI document) says what the validators decide, so
+# that a client, or a fuzzer, can tell valid input from invalid input without asking.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def _keys_named_by_pattern(schema: dict) -> None:
+    """pydantic documents keys with a pattern as `patternProperties`, which leaves every other
+    key unconstrained; the validators refuse those keys, so say `propertyNames` instead."""
+    if patterns := schema.pop("patternProperties", None):
+        ((pattern, values),) = patterns.items()
+        schema["propertyNames"] = {"pattern": pattern, **schema.get("propertyNames", {})}
+        schema["additionalProperties"] = values
+
+
+class DocumentedAs:
+    """Annotation: document a type with another type's JSON Schema (same meaning, a schema
+    JSON Schema can say), while validation stays the annotated type's."""
+
+    def __init__(self, documented: object):
+        self.core_schema = TypeAdapter(documented).core_schema
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        return handler(self.core_schema)
+
+
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 
 
 def text(**constraints: int) -> type[str]:
-    """A strict string with these length constraints and no NUL."""
-    return Annotated[StrictStr, Field(**constraints), AfterValidator(_no_nul)]
+    """A strict string with these length constraints and no NUL (nor lone surrogate)."""
+    return Annotated[
+        StrictStr,
+        Field(**constraints, json_schema_extra={"pattern": NO_NUL_PATTERN}),
+        AfterValidator(_storable_text),
+    ]
 
 
+# What `_json_safe` accepts, as JSON Schema (documentation only): NUL-free strings and keys,
+# numbers within 64 bits (every float past them is a whole number), and nesting (at most
+# MAX_PROMPT_DEPTH levels, which JSON Schema cannot say).
+PromptValue = TypeAliasType(
+    "PromptValue",
+    text()
+    | Annotated[float, WithJsonSchema({"type": "number", "minimum": -BIGINT_MAX, "maximum": BIGINT_MAX})]
+    | bool
+    | list["PromptValue"]
+    | Annotated[dict[text(), "PromptValue"], Field(json_schema_extra=_keys_named_by_pattern)]
+    | None,
+)
 Identifier = text(min_length=1, max_length=200)
-Prompt = Annotated[dict[str, Any], AfterValidator(_json_safe)]
+Prompt = Annotated[
+    dict[str, Any],
+    AfterValidator(_json_safe),
+    DocumentedAs(Annotated[dict[text(), PromptValue], Field(json_schema_extra=_keys_named_by_pattern)]),
+]
 CostCapCents = Annotated[StrictInt, Field(ge=0, le=MAX_COST_CENTS)]
 Question = text(min_length=1, max_length=2_000)
 BudgetCents = Annotated[StrictInt, Field(gt=0, le=MAX_BUDGET_CENTS)]
 # Channel name -> a non-negative, finite performance score (e.g. ROAS); budget follows it.
+ChannelScore = Annotated[
+    StrictInt | StrictFloat,
+    Field(ge=0, le=MAX_CHANNEL_SCORE, allow_inf_nan=False),
+    # pydantic would document the bounds of a union as the non-keywords "ge" and "le".
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_CHANNEL_SCORE}),
+]
 Channels = Annotated[
-    dict[
-        text(min_length=1, max_length=100),
-        Annotated[StrictInt | StrictFloat, Field(ge=0, le=MAX_CHANNEL_SCORE, allow_inf_nan=False)],
-    ],
-    Field(min_length=1, max_length=50),
+    dict[text(min_length=1, max_length=100), ChannelScore],
+    Field(min_length=1, max_length=50, json_schema_extra=_keys_named_by_pattern),
 ]
 
 
@@ -179,7 +240,7 @@ class StubPromptOptions(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    model: text(max_length=200) | None = None
+    model: text(min_length=1, max_length=200) | None = None  # None: the endpoint's default
     # An internal knob, refused by the API: wait this long before recording, as a provider
     # call would (load and failure tests, the benchmark).
     sleep_ms: Annotated[StrictInt, Field(ge=0, le=60_000)] = 0

@@ -132,7 +132,10 @@ def _encode_cursor(call: LLMApiCall) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime.datetime, uuid.UUID]:
     try:
         created_at, call_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.datetime.fromisoformat(created_at), uuid.UUID(call_id)
+        position = datetime.datetime.fromisoformat(created_at), uuid.UUID(call_id)
+        if position[0].tzinfo is None:  # the API's cursors carry the offset; a naive time is forged
+            raise ValueError(created_at)
+        return position
     except (ValueError, UnicodeError):
         raise InvalidCursor("not a cursor this API returned") from None
 

@@ -26,9 +26,11 @@ from ninja.security import HttpBearer
 from llm import metrics, selectors, services
 from llm.api.schemas import (
     Accepted,
+    BudgetExceededError,
     BudgetOptimizationOut,
     BudgetOptimizationRequest,
     CallPage,
+    DateTime,
     Error,
     IdempotencyKey,
     InvestigationOut,
@@ -126,6 +128,14 @@ def _unexpected(request, exc):
     return _error(request, 500, "Internal error; nothing was recorded. Retrying may help.")
 
 
+# The error answers each route documents besides its own (see the handlers above).
+UNAUTHENTICATED = {401: Error}  # every route: a missing, malformed or unknown key
+NOT_FOUND = {404: Error}
+BAD_REQUEST = {400: Error}
+# Every POST: bad input, a body over DATA_UPLOAD_MAX_MEMORY_SIZE, and a tenant budget spent.
+POST_ERRORS = {**BAD_REQUEST, **UNAUTHENTICATED, 413: Error, 429: BudgetExceededError}
+
+
 def _max_cost(body: RequestBody) -> int:
     return body.max_cost_cents if body.max_cost_cents is not None else settings.LLM_DEFAULT_MAX_COST_CENTS
 
@@ -146,7 +156,7 @@ def _job_accepted(response: HttpResponse, job, route: str) -> JobAccepted:
     return JobAccepted(job_id=job.id, request_id=job.request_id, status=job.status, status_url=url)
 
 
-@api.post("/investigations", response={202: JobAccepted, 400: Error, 413: Error}, tags=["jobs"])
+@api.post("/investigations", response={202: JobAccepted, **POST_ERRORS}, tags=["jobs"])
 def start_investigation(
     request, response: HttpResponse, body: InvestigationRequest, idempotency_key: IdempotencyKey
 ):
@@ -160,12 +170,16 @@ def start_investigation(
     return Status(202, _job_accepted(response, job, "get_investigation"))
 
 
-@api.get("/investigations/{job_id}", response={200: InvestigationOut, 404: Error}, tags=["jobs"])
+@api.get(
+    "/investigations/{job_id}",
+    response={200: InvestigationOut, **UNAUTHENTICATED, **NOT_FOUND},
+    tags=["jobs"],
+)
 def get_investigation(request, job_id: str):
     return _job_or_404(Investigation, job_id)
 
 
-@api.post("/budget-optimizations", response={202: JobAccepted, 400: Error, 413: Error}, tags=["jobs"])
+@api.post("/budget-optimizations", response={202: JobAccepted, **POST_ERRORS}, tags=["jobs"])
 def start_budget_optimization(
     request, response: HttpResponse, body: BudgetOptimizationRequest, idempotency_key: IdempotencyKey
 ):
@@ -180,12 +194,16 @@ def start_budget_optimization(
     return Status(202, _job_accepted(response, job, "get_budget_optimization"))
 
 
-@api.get("/budget-optimizations/{job_id}", response={200: BudgetOptimizationOut, 404: Error}, tags=["jobs"])
+@api.get(
+    "/budget-optimizations/{job_id}",
+    response={200: BudgetOptimizationOut, **UNAUTHENTICATED, **NOT_FOUND},
+    tags=["jobs"],
+)
 def get_budget_optimization(request, job_id: str):
     return _job_or_404(BudgetOptimizationJob, job_id)
 
 
-@api.post("/explanations", response={202: Accepted, 400: Error, 413: Error}, tags=["calls"])
+@api.post("/explanations", response={202: Accepted, **POST_ERRORS}, tags=["calls"])
 def request_explanation(request, body: LLMCallRequest, idempotency_key: IdempotencyKey):
     request_id = services.request_llm_call(
         tenant_id=request.tenant.id,
@@ -197,7 +215,7 @@ def request_explanation(request, body: LLMCallRequest, idempotency_key: Idempote
     return Status(202, Accepted(request_id=request_id))
 
 
-@api.post("/route", response={202: Accepted, 400: Error, 413: Error}, tags=["calls"])
+@api.post("/route", response={202: Accepted, **POST_ERRORS}, tags=["calls"])
 def request_route(request, body: LLMCallRequest, idempotency_key: IdempotencyKey):
     request_id = services.request_llm_call(
         tenant_id=request.tenant.id,
@@ -221,34 +239,32 @@ def _month_costs(request, month: datetime.date) -> MonthCostsOut:
     )
 
 
-@api.get("/costs", response={200: MonthCostsOut, 400: Error}, tags=["costs"])
+# YYYY-MM, a month some calendar has: years 0001-9999 (there is no year 0000).
+MONTH_PATTERN = r"^([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(0[1-9]|1[0-2])$"
+
+
+@api.get("/costs", response={200: MonthCostsOut, **BAD_REQUEST, **UNAUTHENTICATED}, tags=["costs"])
 def month_costs(
     request,
-    month: Annotated[
-        str | None, Query(None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")
-    ] = None,
+    month: Annotated[str | None, Query(None, pattern=MONTH_PATTERN, description="YYYY-MM")] = None,
 ):
     """A month's totals and per-model breakdown (default: the current UTC month)."""
     if month is None:
         return _month_costs(request, selectors.current_utc_month())
-    try:
-        first_day = datetime.date.fromisoformat(f"{month}-01")
-    except ValueError:  # the pattern admits year 0000, which no date has
-        raise RequestValidationError([{"loc": ("query", "month"), "msg": "not a month (YYYY-MM)"}]) from None
-    return _month_costs(request, first_day)
+    return _month_costs(request, datetime.date.fromisoformat(f"{month}-01"))
 
 
-@api.get("/costs/current", response={200: MonthCostsOut}, tags=["costs"])
+@api.get("/costs/current", response={200: MonthCostsOut, **UNAUTHENTICATED}, tags=["costs"])
 def current_month_costs(request):
     return _month_costs(request, selectors.current_utc_month())
 
 
-@api.get("/calls", response={200: CallPage, 400: Error}, tags=["calls"])
+@api.get("/calls", response={200: CallPage, **BAD_REQUEST, **UNAUTHENTICATED}, tags=["calls"])
 def list_calls(
     request,
-    since: datetime.datetime | None = None,
+    since: DateTime | None = None,
     limit: Annotated[int, Query(50, ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(None, description="A `next_cursor` this API returned.")] = None,
 ):
     """The tenant's calls, newest first; `since` keeps only calls at or after a time."""
     try:

@@ -2,11 +2,12 @@
 what a tenant may send and what it gets back, and so the OpenAPI document."""
 
 import datetime
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Header, Schema
-from pydantic import ConfigDict, field_validator
+from pydantic import BeforeValidator, ConfigDict, field_validator
 
 from llm.payloads import BudgetCents, Channels, CostCapCents, Prompt, Question
 
@@ -21,12 +22,40 @@ IdempotencyKey = Annotated[
         description="Becomes the request_id: a retry with the same key records nothing twice.",
     ),
 ]
+RFC3339_DATE_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def _rfc3339(value: object) -> object:
+    # pydantic alone would also take a bare number (a Unix time), a date, or a time without
+    # an offset; the document promises an RFC 3339 date-time ("format": "date-time").
+    if isinstance(value, str) and not RFC3339_DATE_TIME.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-11-01T00:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime.datetime, BeforeValidator(_rfc3339)]
 MaxCostCents = Annotated[CostCapCents, Field(description="Cost cap for the call, in cents.")]
 # Prompt keys that set cost, price or provider time: internal knobs for tests and the
 # benchmark (tasks run in-process), never taken from a tenant.
 INTERNAL_PROMPT_KEYS = ("simulated_cost_cents", "sleep_ms", "output_tokens")
 MICROS = "micro-USD (10^-6 USD), exact"
 CENTS = "cents, derived from the µUSD figure (half up)"
+
+
+def _prompt_schema(schema: dict) -> None:
+    """What the API takes in a prompt beyond free-form content, as JSON Schema: a model name
+    (or none: the endpoint's default), and none of the internal knobs. Which models exist is
+    the price catalogue's, which changes without a new document: a model with no price in
+    force is a 400 naming `prompt.model`."""
+    schema["properties"] = {
+        "model": {
+            "anyOf": [{"type": "string", "minLength": 1, "pattern": r"^\S+$"}, {"type": "null"}],
+            "description": "A model with a price in force, e.g. stub-small; default: the endpoint's.",
+        }
+    }
+    schema["propertyNames"] = {**schema.get("propertyNames", {}), "not": {"enum": list(INTERNAL_PROMPT_KEYS)}}
 
 
 class RequestBody(Schema):
@@ -45,7 +74,7 @@ class BudgetOptimizationRequest(RequestBody):
 
 
 class LLMCallRequest(RequestBody):
-    prompt: Prompt
+    prompt: Annotated[Prompt, Field(json_schema_extra=_prompt_schema)]
     max_cost_cents: MaxCostCents | None = None
 
     @field_validator("prompt")
@@ -123,4 +152,13 @@ class CallPage(Schema):
 
 class Error(Schema):
     error: str
-    fields: dict[str, str] | None = None
+    fields: dict[str, str] | None = Field(None, description="Field path -> what is wrong with it.")
+
+
+class BudgetExceededError(Schema):
+    """429: the tenant's budget cannot cover the call until `resets_at`."""
+
+    error: str
+    budget: Literal["monthly", "hourly"]
+    remaining_micros: int = Field(description="What is left of that budget, in millionths of a dollar.")
+    resets_at: datetime.datetime

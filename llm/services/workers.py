@@ -79,14 +79,18 @@ def stub_usage(payload: LLMTaskPayload, endpoint: Endpoint) -> tuple[LLMUsage, S
     usage = stub_provider.usage_for(
         endpoint, payload.prompt, model=options.model, output_tokens=options.output_tokens
     )
-    price = prices.price_in_force(usage.model)
+    try:
+        price = prices.price_in_force(usage.model)
+    except prices.NoPriceInForce as error:
+        raise prices.NoPriceInForce(str(error), fields={"prompt.model": str(error)}) from None
     estimate = prices.call_cost_micros(
         price=price, input_tokens=usage.input_tokens, cached_input_tokens=0, output_tokens=usage.output_tokens
     )
     if estimate > payload.max_cost_cents * MICROS_PER_CENT:
         raise CostLimitExceeded(
             f"The {endpoint} call could cost {format_micros(estimate)}, over max_cost_cents "
-            f"{payload.max_cost_cents}; nothing was recorded."
+            f"{payload.max_cost_cents}; nothing was recorded.",
+            fields={"max_cost_cents": f"the call could cost {format_micros(estimate)}"},
         )
     return usage, options
 

@@ -2,6 +2,7 @@
 the tenant boundary. Tasks run eagerly at commit (Celery's own `apply`); the real-worker
 path is in test_celery_worker.py."""
 
+import base64
 import json
 
 import pytest
@@ -17,6 +18,8 @@ from skeldir.tenancy import tenant_context
 pytestmark = pytest.mark.django_db(transaction=True)
 
 API = "/api/llm"
+# A forged cursor: the API's carry their time's offset, this one's is naive.
+NAIVE_CURSOR = base64.urlsafe_b64encode(b"2026-01-01T00:00:00|00000000-0000-4000-8000-000000000000").decode()
 
 
 def post(client, path, body, **headers):
@@ -219,6 +222,9 @@ def test_calls_are_listed_newest_first_in_stable_pages(api_client, tenant_a, ten
         ("get", "/calls?limit=abc", None, "limit"),
         ("get", "/calls?since=yesterday", None, "since"),
         ("get", "/calls?cursor=bm9wZQ", None, "cursor"),
+        ("get", f"/calls?cursor={NAIVE_CURSOR}", None, "cursor"),
+        ("get", "/calls?since=1767225600", None, "since"),  # a Unix time, not RFC 3339
+        ("get", "/calls?since=2026-01-01T00:00:00", None, "since"),  # no offset
     ],
 )
 def test_bad_input_gets_a_400_naming_the_field_and_writes_nothing(

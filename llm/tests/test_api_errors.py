@@ -73,6 +73,22 @@ def test_a_nul_character_in_any_text_is_a_400_and_writes_nothing(
     assert nothing_written(tenant_a)
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param("/route", '{"prompt": {"k": "\\ud800"}}', id="prompt-value"),
+        pytest.param("/explanations", '{"prompt": {"a\\udfff": 1}}', id="prompt-key"),
+        pytest.param("/investigations", '{"question": "Why\\ud800?"}', id="question"),
+    ],
+)
+def test_a_lone_surrogate_in_any_text_is_a_400_and_writes_nothing(
+    api_client, tenant_a, run_tasks_eagerly, path, body
+):
+    """JSON can escape half a UTF-16 pair; neither PostgreSQL nor UTF-8 can hold one."""
+    assert_error_shape(post(api_client(tenant_a), path, body), 400)
+    assert nothing_written(tenant_a)
+
+
 def test_the_task_payload_contract_refuses_nul_too(tenant_a):
     for overrides in ({"prompt": {"a": NUL}}, {"correlation_id": f"c{NUL}"}, {"request_id": f"r{NUL}"}):
         with pytest.raises(InvalidPayload, match="NUL"):
@@ -92,10 +108,12 @@ WORKER_WOULD_REFUSE = [
         "/budget-optimizations", {"total_budget_cents": 2**63, "channels": {"a": 1}}, id="huge-budget"
     ),
     pytest.param("/route", {"prompt": {"model": "gpt-unknown"}}, id="unknown-model"),
+    pytest.param("/route", {"prompt": {"model": ""}}, id="empty-model"),
     pytest.param(
         "/explanations", {"prompt": {"model": "stub-large"}, "max_cost_cents": 0}, id="over-cost-cap"
     ),
     pytest.param("/route", {"prompt": {"n": 2**70}}, id="int-over-64-bits"),
+    pytest.param("/route", {"prompt": {"n": [-4.4e55]}}, id="whole-float-over-64-bits"),
     pytest.param("/route", {"prompt": {"x": 1}, "max_cost_cents": 2**63}, id="cap-over-bigint"),
     pytest.param("/route", {"prompt": {"sleep_ms": 60001}}, id="sleep-knob"),
     pytest.param("/route", {"prompt": {"simulated_cost_cents": 5}}, id="cost-knob"),
