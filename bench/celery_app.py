@@ -22,20 +22,17 @@ from skeldir.celery import app
 
 django.setup()  # before llm.tasks (models): the worker imports this module before Celery does it
 
-from bench.workloads import (  # noqa: E402
-    ENDPOINT,
-    RAW_INPUT_TOKENS,
-    RAW_LATENCY_MS,
-    RAW_OUTPUT_TOKENS,
-    raw_recorder,
-)
+from bench.workloads import ENDPOINT, call_usage, raw_recorder  # noqa: E402
+from llm.money import micros_to_cents  # noqa: E402
+from llm.stub_provider import DEFAULT_MODEL, OUTPUT_TOKENS  # noqa: E402
 from llm.tasks import LLMTask  # noqa: E402
 
 __all__ = ["app"]
 
 NOOP_TASK_NAME = "bench.noop"
 RAW_TASK_NAME = "bench.raw_route"
-RAW_DEFAULT_MODEL = "stub-small"  # the stub's default for a route call
+RAW_DEFAULT_MODEL = DEFAULT_MODEL[ENDPOINT]  # the stub's model and output tokens for a route call
+RAW_DEFAULT_OUTPUT_TOKENS = OUTPUT_TOKENS[ENDPOINT]
 RAW_ROUTE = "explanation"  # what the route stub answers for the benchmark's prompts
 
 
@@ -77,21 +74,25 @@ _raw = _RawConnection()
 
 @app.task(name=RAW_TASK_NAME, base=LLMTask)
 def raw_route(payload: dict) -> dict:
-    """`llm.route`'s work at its floor: the payload read as a dict (no validation), the call
-    row and the monthly upsert in one transaction inside the tenant, and a receipt with
-    `llm.route`'s keys. Same Celery task class (options, result repr size) as `llm.route`."""
+    """`llm.route`'s work at its floor: the payload read as a dict (no validation), the priced
+    call row and the µUSD monthly upsert in one transaction inside the tenant (the service's
+    statements and parameters), and a receipt with `llm.route`'s keys. Same Celery task class
+    (options, result repr size) as `llm.route`.
+
+    The usage is what the stub derives from the benchmark's prompts (`bench.workloads.
+    call_usage`, computed once per model and output tokens), and there is no cost cap check
+    (the service's needs the price catalogue; the benchmark's dearest call is ~15 cents,
+    far under its cap): the floor pays for neither."""
     cursor = _raw.get()
     prompt = payload["prompt"]
-    model = prompt.get("model") or RAW_DEFAULT_MODEL
-    cost = prompt["simulated_cost_cents"]
-    if cost > payload["max_cost_cents"]:
-        raise ValueError("over max_cost_cents; nothing was recorded")
+    usage = call_usage(
+        prompt.get("model") or RAW_DEFAULT_MODEL, prompt.get("output_tokens", RAW_DEFAULT_OUTPUT_TOKENS)
+    )
     tenant, request_id = payload["tenant_id"], payload["request_id"]
     row = _raw.record(
         cursor,
         tenant=tenant,
-        model=model,
-        cost=cost,
+        usage=usage,
         request_id=request_id,
         correlation_id=payload.get("correlation_id"),
     )
@@ -100,9 +101,13 @@ def raw_route(payload: dict) -> dict:
         with cursor.connection.transaction():
             cursor.execute("SELECT set_config('app.current_tenant_id', %s, true)", [tenant])
             row = cursor.execute(
-                "SELECT id FROM llm_api_calls WHERE tenant_id = %s AND request_id = %s AND endpoint = %s",
+                "SELECT id, created_at, cost_micros, price_id FROM llm_api_calls"
+                " WHERE tenant_id = %s AND request_id = %s AND endpoint = %s",
                 [tenant, request_id, ENDPOINT],
             ).fetchone()
+        if row is None:  # nothing conflicted: the model had no price in force
+            raise ValueError(f"model {usage.model!r} has no price in force; nothing was recorded")
+    _, _, cost_micros, price_id = row
     return {
         "tenant_id": tenant,
         "endpoint": ENDPOINT,
@@ -110,10 +115,13 @@ def raw_route(payload: dict) -> dict:
         "correlation_id": payload.get("correlation_id"),
         "api_call_id": str(row[0]),
         "recorded": recorded,
-        "model": model,
-        "input_tokens": RAW_INPUT_TOKENS,
-        "output_tokens": RAW_OUTPUT_TOKENS,
-        "cost_cents": cost,
-        "latency_ms": RAW_LATENCY_MS,
+        "model": usage.model,
+        "price_id": None if price_id is None else str(price_id),
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cost_micros": cost_micros,
+        "cost_cents": micros_to_cents(cost_micros),
+        "latency_ms": usage.latency_ms,
         "route": RAW_ROUTE,
     }
