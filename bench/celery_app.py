@@ -22,14 +22,16 @@ from skeldir.celery import app
 
 django.setup()  # before llm.tasks (models): the worker imports this module before Celery does it
 
-from bench.workloads import ENDPOINT, raw_recorder  # noqa: E402
+from bench.workloads import ENDPOINT, call_usage, raw_recorder  # noqa: E402
+from llm.stub_provider import DEFAULT_MODEL, OUTPUT_TOKENS  # noqa: E402
 from llm.tasks import LLMTask  # noqa: E402
 
 __all__ = ["app"]
 
 NOOP_TASK_NAME = "bench.noop"
 RAW_TASK_NAME = "bench.raw_route"
-RAW_DEFAULT_MODEL = "stub-small"  # the stub's default for a route call
+RAW_DEFAULT_MODEL = DEFAULT_MODEL[ENDPOINT]  # the stub's model and output tokens for a route call
+RAW_DEFAULT_OUTPUT_TOKENS = OUTPUT_TOKENS[ENDPOINT]
 
 
 @app.task(name=NOOP_TASK_NAME)
@@ -70,22 +72,25 @@ _raw = _RawConnection()
 
 @app.task(name=RAW_TASK_NAME, base=LLMTask)
 def raw_route(payload: dict) -> dict:
-    """`llm.route`'s work at its floor: the payload read as a dict (no validation), the call
-    row and the monthly upsert in one transaction inside the tenant, and a receipt with
-    `llm.route`'s keys (ids and status: `llm.payloads.task_receipt`). Same Celery task class
-    (options, result repr size) as `llm.route`."""
+    """`llm.route`'s work at its floor: the payload read as a dict (no validation), the priced
+    call row and the µUSD monthly upsert in one transaction inside the tenant (the service's
+    statements and parameters), and a receipt with `llm.route`'s keys. Same Celery task class
+    (options, result repr size) as `llm.route`.
+
+    The usage is what the stub derives from the benchmark's prompts (`bench.workloads.
+    call_usage`, computed once per model and output tokens), and there is no cost cap check
+    (the service's needs the price catalogue; the benchmark's dearest call is ~15 cents,
+    far under its cap): the floor pays for neither."""
     cursor = _raw.get()
     prompt = payload["prompt"]
-    model = prompt.get("model") or RAW_DEFAULT_MODEL
-    cost = prompt["simulated_cost_cents"]
-    if cost > payload["max_cost_cents"]:
-        raise ValueError("over max_cost_cents; nothing was recorded")
+    usage = call_usage(
+        prompt.get("model") or RAW_DEFAULT_MODEL, prompt.get("output_tokens", RAW_DEFAULT_OUTPUT_TOKENS)
+    )
     tenant, request_id = payload["tenant_id"], payload["request_id"]
     row = _raw.record(
         cursor,
         tenant=tenant,
-        model=model,
-        cost=cost,
+        usage=usage,
         request_id=request_id,
         correlation_id=payload.get("correlation_id"),
     )
@@ -94,9 +99,12 @@ def raw_route(payload: dict) -> dict:
         with cursor.connection.transaction():
             cursor.execute("SELECT set_config('app.current_tenant_id', %s, true)", [tenant])
             row = cursor.execute(
-                "SELECT id FROM llm_api_calls WHERE tenant_id = %s AND request_id = %s AND endpoint = %s",
+                "SELECT id, created_at, cost_micros, price_id FROM llm_api_calls"
+                " WHERE tenant_id = %s AND request_id = %s AND endpoint = %s",
                 [tenant, request_id, ENDPOINT],
             ).fetchone()
+        if row is None:  # nothing conflicted: the model had no price in force
+            raise ValueError(f"model {usage.model!r} has no price in force; nothing was recorded")
     return {
         "tenant_id": tenant,
         "endpoint": ENDPOINT,

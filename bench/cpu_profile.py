@@ -72,37 +72,30 @@ def service_ops(hot: list[str], run: str) -> dict[str, Callable[[int], object]]:
     from psycopg.types.json import Jsonb
 
     from bench import workloads
+    from llm.money import micros_to_cents
     from llm.services import utc_month
     from llm.sql import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL
 
     tenant = hot[0]
 
     def through_django(i: int) -> None:
-        model, cost = workloads.planned_call(0, i)
+        usage = workloads.call_usage(*workloads.planned_call(0, i))
+        request_id = f"{run}dj:0:{i}"
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(workloads.SET_TENANT_SQL, [tenant])
             with connection.cursor() as cursor:
                 cursor.execute(
-                    INSERT_API_CALL_SQL,
-                    [
-                        tenant,
-                        workloads.ENDPOINT,
-                        model,
-                        10,
-                        16,
-                        cost,
-                        80,
-                        False,
-                        f"{run}dj:0:{i}",
-                        None,
-                        None,
-                    ],
+                    INSERT_API_CALL_SQL, workloads.call_row_params(tenant, usage, request_id, request_id)
                 )
                 row = cursor.fetchone()
             with connection.cursor() as cursor:
-                breakdown = Jsonb({model: {"calls": 1, "cost_cents": cost}})
-                cursor.execute(ADD_TO_MONTHLY_COSTS_SQL, [tenant, utc_month(row[1]), cost, 1, breakdown])
+                micros = row[2]
+                cents = micros_to_cents(micros)
+                breakdown = Jsonb({usage.model: {"calls": 1, "cost_micros": micros, "cost_cents": cents}})
+                cursor.execute(
+                    ADD_TO_MONTHLY_COSTS_SQL, [tenant, utc_month(row[1]), micros, cents, 1, breakdown]
+                )
 
     raw, _ = workloads.baseline(tenants=hot, tag=f"{run}raw")(0)
     service, _ = workloads.service(tenants=hot, tag=f"{run}svc")(0)

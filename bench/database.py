@@ -88,7 +88,11 @@ def prepare_database(*, name: str, superuser_url: str | None) -> BenchDatabase:
         owner = Conninfo.from_url(os.environ["DATABASE_OWNER_URL"])
         superuser = Conninfo.from_url(superuser_url)
     else:
-        from skeldir.embedded_database import EMBEDDED_LAYOUT, start_embedded_server
+        from skeldir.embedded_database import (
+            EMBEDDED_ADDRESS_VARIABLE,
+            EMBEDDED_LAYOUT,
+            start_embedded_server,
+        )
 
         data_dir = Path(os.environ.get("EMBEDDED_POSTGRES_DIR") or BASE_DIR / ".local" / "postgres")
         info = start_embedded_server(data_dir=data_dir).get_postmaster_info()
@@ -96,6 +100,9 @@ def prepare_database(*, name: str, superuser_url: str | None) -> BenchDatabase:
         runtime = Conninfo(user=EMBEDDED_LAYOUT.runtime_role, **server)
         owner = Conninfo(user=EMBEDDED_LAYOUT.owner_role, **server)
         superuser = Conninfo(user="postgres", **server)
+        # As the project's bootstrap says it (skeldir/embedded_database.py): the connection is
+        # direct, so settings.py turns DATABASE_PREPARED_STATEMENTS on when it is unset.
+        os.environ[EMBEDDED_ADDRESS_VARIABLE] = f"{server['host']}:{server['port']}"
     if name in {runtime.dbname, owner.dbname} and os.environ.get("DATABASE_URL"):
         raise SystemExit(f"Refusing to benchmark in {name!r}, the database DATABASE_URL names.")
     provision_database(

@@ -1,43 +1,54 @@
-"""The check every run ends with: the money adds up.
+"""The check every run ends with: the money adds up, in µUSD.
 
 Over the whole benchmark database, as the superuser (no policy hides a tenant's rows): every
-monthly row's calls, cents and per-model breakdown equal the sums of that tenant's call rows
-for that month, and no month has calls without its row; and every figure recorded exactly as
-many calls as its clients completed.
+monthly row's calls and µUSD, in total and per model of its breakdown, equal the sums of that
+tenant's call rows for that month, its cents (total and per model) are the cents derived half
+up from those exact µUSD, and no month has calls without its row; and every figure recorded
+exactly as many calls as its clients completed.
 """
 
 from dataclasses import dataclass
 
 from bench.database import BenchDatabase
 
-DRIFT_SQL = """
+# Cents derived from exact µUSD, half up, as llm.money.micros_to_cents does.
+_CENTS = "(({} + 5000) / 10000)"
+
+DRIFT_SQL = f"""
     WITH per_model AS (
         SELECT tenant_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date AS month, model,
-               count(*) AS calls, sum(cost_cents) AS cost_cents
+               count(*) AS calls, sum(cost_micros)::bigint AS cost_micros
           FROM llm_api_calls
          GROUP BY 1, 2, 3
     ), actual AS (
-        SELECT tenant_id, month, sum(calls)::bigint AS calls, sum(cost_cents)::bigint AS cost_cents,
-               jsonb_object_agg(model, jsonb_build_object('calls', calls, 'cost_cents', cost_cents))
+        SELECT tenant_id, month, sum(calls)::bigint AS calls, sum(cost_micros)::bigint AS cost_micros,
+               jsonb_object_agg(model, jsonb_build_object(
+                   'calls', calls, 'cost_micros', cost_micros, 'cost_cents', {_CENTS.format("cost_micros")}))
                    AS breakdown
           FROM per_model
          GROUP BY 1, 2
+    ), checked AS (
+        SELECT coalesce(a.tenant_id, m.tenant_id) AS tenant_id, coalesce(a.month, m.month) AS month,
+               m.total_calls, m.total_cost_micros, m.total_cost_cents, a.calls, a.cost_micros,
+               m.total_calls IS NOT DISTINCT FROM a.calls AS calls_ok,
+               m.total_cost_micros IS NOT DISTINCT FROM a.cost_micros AS micros_ok,
+               m.total_cost_cents IS NOT DISTINCT FROM {_CENTS.format("m.total_cost_micros")} AS cents_ok,
+               m.model_breakdown IS NOT DISTINCT FROM a.breakdown AS breakdown_ok
+          FROM actual a
+          FULL JOIN llm_monthly_costs m ON m.tenant_id = a.tenant_id AND m.month = a.month
     )
-    SELECT coalesce(a.tenant_id, m.tenant_id), coalesce(a.month, m.month),
-           m.total_calls, m.total_cost_cents, a.calls, a.cost_cents,
-           m.model_breakdown = a.breakdown
-      FROM actual a
-      FULL JOIN llm_monthly_costs m ON m.tenant_id = a.tenant_id AND m.month = a.month
-     WHERE m.total_calls IS DISTINCT FROM a.calls
-        OR m.total_cost_cents IS DISTINCT FROM a.cost_cents
-        OR m.model_breakdown IS DISTINCT FROM a.breakdown
+    SELECT tenant_id, month, total_calls, total_cost_micros, total_cost_cents, calls, cost_micros,
+           cents_ok, breakdown_ok
+      FROM checked
+     WHERE NOT (calls_ok AND micros_ok AND cents_ok AND breakdown_ok)
+     ORDER BY tenant_id, month
 """
 
 
 @dataclass(frozen=True)
 class Exactness:
     call_rows: int
-    cost_cents: int
+    cost_micros: int
     monthly_rows: int
     problems: list[str]
 
@@ -50,18 +61,34 @@ def check(database: BenchDatabase, *, expected_calls: dict[str, int]) -> Exactne
     """`expected_calls`: per figure tag (the request id's first `:` field), calls completed."""
     problems = []
     with database.superuser.connect() as conn:
-        for tenant, month, calls, cents, actual_calls, actual_cents, same_breakdown in conn.execute(
-            DRIFT_SQL
-        ):
-            problems.append(
-                f"tenant {tenant} {month:%Y-%m}: monthly row {calls} calls / {cents} cents, call rows "
-                f"{actual_calls} / {actual_cents}{'' if same_breakdown else ', breakdowns differ'}"
-            )
+        for (
+            tenant,
+            month,
+            calls,
+            micros,
+            cents,
+            actual_calls,
+            actual_micros,
+            cents_ok,
+            breakdown_ok,
+        ) in conn.execute(DRIFT_SQL):
+            where = f"tenant {tenant} {month:%Y-%m}"
+            if calls is None:
+                problems.append(f"{where}: {actual_calls} calls / {actual_micros} µUSD but no monthly row")
+            elif actual_calls is None:
+                problems.append(f"{where}: a monthly row of {calls} calls / {micros} µUSD but no call rows")
+            else:
+                problems.append(
+                    f"{where}: monthly row {calls} calls / {micros} µUSD / {cents} cents, call rows "
+                    f"{actual_calls} / {actual_micros} µUSD"
+                    + ("" if cents_ok else ", cents not derived half up from the µUSD total")
+                    + ("" if breakdown_ok else ", per-model breakdowns differ")
+                )
         recorded = dict(
             conn.execute("SELECT split_part(request_id, ':', 1), count(*) FROM llm_api_calls GROUP BY 1")
         )
-        call_rows, cost_cents = conn.execute(
-            "SELECT count(*), coalesce(sum(cost_cents), 0) FROM llm_api_calls"
+        call_rows, cost_micros = conn.execute(
+            "SELECT count(*), coalesce(sum(cost_micros), 0)::bigint FROM llm_api_calls"
         ).fetchone()
         monthly_rows = conn.execute("SELECT count(*) FROM llm_monthly_costs").fetchone()[0]
     for tag, calls in expected_calls.items():
@@ -69,4 +96,4 @@ def check(database: BenchDatabase, *, expected_calls: dict[str, int]) -> Exactne
             problems.append(
                 f"{tag}: {recorded.get(tag, 0)} call rows, but its clients completed {calls} calls"
             )
-    return Exactness(call_rows, cost_cents, monthly_rows, problems)
+    return Exactness(call_rows, cost_micros, monthly_rows, problems)

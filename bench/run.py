@@ -15,6 +15,7 @@ from bench import celery_e2e, exactness, reads, workloads
 from bench.database import BASE_DIR, BenchDatabase, create_tenants, migrate_and_reset
 from bench.load import Throughput, measure
 from bench.profile import wire_profile
+from llm.money import format_micros
 
 
 @dataclass(frozen=True)
@@ -433,9 +434,10 @@ class Run:
             "## Exactness",
             "",
             (
-                f"OK: {exact.call_rows:,} call rows, {exact.cost_cents:,} cents, "
-                f"{exact.monthly_rows:,} monthly rows; every monthly row equals the sums of its call "
-                "rows (calls, cents, per-model breakdown) and every figure recorded exactly the calls "
+                f"OK: {exact.call_rows:,} call rows, {exact.cost_micros:,} µUSD "
+                f"({format_micros(exact.cost_micros)}), {exact.monthly_rows:,} monthly rows; every "
+                "monthly row equals the sums of its call rows (calls, µUSD, per-model breakdown), its "
+                "cents derived half up from its exact µUSD, and every figure recorded exactly the calls "
                 "its clients completed."
                 if exact.ok
                 else f"**FAILED**: {len(exact.problems)} problem(s):\n"

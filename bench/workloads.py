@@ -2,6 +2,7 @@
 in batches. Every workload's calls carry request ids `<tag>:<client>:<i>`, so the run can
 check afterwards that each figure recorded exactly the calls it counted."""
 
+import functools
 import uuid
 from collections.abc import Callable
 
@@ -10,10 +11,13 @@ from django.db import connection, connections
 from psycopg.types.json import Jsonb
 
 from bench.load import ClientFactory
+from llm.money import micros_to_cents
+from llm.stub_provider import LLMUsage, usage_for
 
 MODELS = ("stub-small", "stub-medium", "stub-large")
 PSYCOPG_DEFAULT_PREPARE_THRESHOLD = 5
 ENDPOINT = "route"
+MAX_COST_CENTS = 1_000  # each call's cap; the dearest benchmark call costs ~15 cents
 
 # The service's two statements, as `llm.services.record_api_call` and `add_to_monthly_costs`
 # send them; both are imported from there, so the baseline cannot drift from them.
@@ -21,8 +25,25 @@ SET_TENANT_SQL = "SELECT set_config('app.current_tenant_id', %s, true)"
 
 
 def planned_call(client: int, i: int) -> tuple[str, int]:
-    """A deterministic model and cost for the i-th call of a client."""
-    return MODELS[(client + i) % len(MODELS)], 1 + (client * 31 + i * 7) % 97
+    """A deterministic model and output token count for the i-th call of a client. With the
+    stub prices (migration 0007) a call costs from a few µUSD to ~15 cents (stub-large, 2,003
+    output tokens); every stub-small call and about half the stub-medium ones cost under a
+    cent, so monthly totals are sums of amounts that cents could not hold."""
+    return MODELS[(client + i) % len(MODELS)], 1 + (client * 31 + i * 7) % 2003
+
+
+def prompt_for(model: str, output_tokens: int) -> dict:
+    """The prompt every benchmark call sends: the stub's `model` and `output_tokens` knobs."""
+    return {"request": "bench", "model": model, "output_tokens": output_tokens}
+
+
+@functools.cache
+def call_usage(model: str, output_tokens: int) -> LLMUsage:
+    """The usage the route stub worker derives from `prompt_for(model, output_tokens)`
+    (input tokens from the prompt's size, a cached share of them, the output tokens asked
+    for, latency). Computed once per pair, so the raw-SQL baselines record exactly the numbers
+    the service records for the same call without paying for the stub's Python each call."""
+    return usage_for(ENDPOINT, prompt_for(model, output_tokens), model=model, output_tokens=output_tokens)
 
 
 def tenant_for(tenants: list[str], client: int, i: int) -> str:
@@ -42,19 +63,35 @@ def thread_connection() -> psycopg.Connection:
     return connection.connection
 
 
-# What the raw SQL baseline records for a call's usage (the stub worker derives these from
-# the prompt; the statements are the same whatever the numbers).
-RAW_INPUT_TOKENS, RAW_OUTPUT_TOKENS, RAW_LATENCY_MS = 10, 16, 80
-
-# record(cursor, tenant=, model=, cost=, request_id=, correlation_id=) -> (id, created_at) of
-# the new call row, or None when (tenant, request_id, endpoint) was already recorded.
+# record(cursor, tenant=, usage=, request_id=, correlation_id=) -> (id, created_at, cost_micros,
+# price_id) of the new call row, or None when (tenant, request_id, endpoint) was already
+# recorded (or the model had no price in force: nothing inserted either way).
 RawRecorder = Callable[..., tuple | None]
+
+
+def call_row_params(tenant: str, usage: LLMUsage, request_id: str, correlation_id: str | None) -> dict:
+    """INSERT_API_CALL_SQL's parameters, as `llm.services.record_api_call` sends them."""
+    return {
+        "tenant_id": tenant,
+        "endpoint": ENDPOINT,
+        "model": usage.model,
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "output_tokens": usage.output_tokens,
+        "latency_ms": usage.latency_ms,
+        "was_cached": False,
+        "request_id": request_id,
+        "correlation_id": correlation_id,
+        "request_metadata": None,
+    }
 
 
 def raw_recorder() -> RawRecorder:
     """The baseline's unit of work on a plain psycopg cursor, no Django code on the path:
-    BEGIN, the tenant GUC, the call row, the monthly upsert with its jsonb breakdown, COMMIT.
-    Shared by the per-call baseline here and the raw Celery task (bench.celery_app)."""
+    BEGIN, the tenant GUC, the priced call row, the µUSD monthly upsert with its jsonb
+    breakdown, COMMIT: the service's statements from llm.sql with the parameters
+    `llm.services.record_api_call` and `add_to_monthly_costs` send. Shared by the per-call
+    baseline here, the raw Celery task (bench.celery_app) and bench.cpu_profile."""
     from llm.services import utc_month
     from llm.sql import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL
 
@@ -62,22 +99,21 @@ def raw_recorder() -> RawRecorder:
         cursor: psycopg.Cursor,
         *,
         tenant: str,
-        model: str,
-        cost: int,
+        usage: LLMUsage,
         request_id: str,
         correlation_id: str | None = None,
     ) -> tuple | None:
         with cursor.connection.transaction():
             cursor.execute(SET_TENANT_SQL, [tenant])
-            cursor.execute(
-                INSERT_API_CALL_SQL,
-                [tenant, ENDPOINT, model, RAW_INPUT_TOKENS, RAW_OUTPUT_TOKENS, cost, RAW_LATENCY_MS,
-                 False, request_id, correlation_id, None],
-            )  # fmt: skip
+            cursor.execute(INSERT_API_CALL_SQL, call_row_params(tenant, usage, request_id, correlation_id))
             row = cursor.fetchone()
             if row is not None:
-                breakdown = Jsonb({model: {"calls": 1, "cost_cents": cost}})
-                cursor.execute(ADD_TO_MONTHLY_COSTS_SQL, [tenant, utc_month(row[1]), cost, 1, breakdown])
+                micros = row[2]
+                cents = micros_to_cents(micros)
+                breakdown = Jsonb({usage.model: {"calls": 1, "cost_micros": micros, "cost_cents": cents}})
+                cursor.execute(
+                    ADD_TO_MONTHLY_COSTS_SQL, [tenant, utc_month(row[1]), micros, cents, 1, breakdown]
+                )
         return row
 
     return record
@@ -86,8 +122,9 @@ def raw_recorder() -> RawRecorder:
 def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
     """The per-call floor: BEGIN, the GUC set, the two statements and COMMIT through plain
     psycopg (server-side binding, statements prepared after five runs: psycopg's defaults,
-    and the project's with DATABASE_PREPARED_STATEMENTS on), as the runtime role under RLS.
-    No Django code on the path."""
+    and the project's with DATABASE_PREPARED_STATEMENTS on), as the runtime role under RLS,
+    with the same usage (so the same price lookup and cost) the service records for the same
+    call. No Django code on the path."""
     record = raw_recorder()
 
     def make(client: int):
@@ -95,20 +132,23 @@ def baseline(*, tenants: list[str], tag: str) -> ClientFactory:
         cursor = psycopg.Cursor(raw)
 
         def op(i: int) -> None:
-            model, cost = planned_call(client, i)
+            request_id = f"{tag}:{client}:{i}"
+            usage = call_usage(*planned_call(client, i))
             # The connection is shared with the service workloads: psycopg's default threshold
             # for this op only, whatever the settings gave the connection.
             threshold, raw.prepare_threshold = raw.prepare_threshold, PSYCOPG_DEFAULT_PREPARE_THRESHOLD
             try:
-                record(
+                row = record(
                     cursor,
                     tenant=tenant_for(tenants, client, i),
-                    model=model,
-                    cost=cost,
-                    request_id=f"{tag}:{client}:{i}",
+                    usage=usage,
+                    request_id=request_id,
+                    correlation_id=request_id,
                 )
             finally:
                 raw.prepare_threshold = threshold
+            if row is None:  # request ids are never reused: the model had no price in force
+                raise RuntimeError(f"{request_id}: nothing recorded, {usage.model!r} has no price in force")
 
         return op, connections.close_all
 
@@ -124,14 +164,13 @@ def service(*, tenants: list[str], tag: str) -> ClientFactory:
 
     def make(client: int):
         def op(i: int) -> None:
-            model, cost = planned_call(client, i)
             route_request(
                 LLMTaskPayload(
                     tenant_id=tenant_for(tenants, client, i),
                     request_id=f"{tag}:{client}:{i}",
                     correlation_id=f"{tag}:{client}:{i}",
-                    prompt={"request": "bench", "model": model, "simulated_cost_cents": cost},
-                    max_cost_cents=1_000,
+                    prompt=prompt_for(*planned_call(client, i)),
+                    max_cost_cents=MAX_COST_CENTS,
                 )
             )
 
@@ -172,14 +211,13 @@ def batch_payloads(*, tenants: list[str], tag: str, client: int, i: int, size: i
     payloads = []
     for k in range(size):
         n = i * size + k
-        model, cost = planned_call(client, n)
         payloads.append(
             {
                 "tenant_id": tenant_for(tenants, client, n),
                 "request_id": f"{tag}:{client}:{n}",
                 "correlation_id": f"{tag}:{client}:{n}",
-                "prompt": {"request": "bench", "model": model, "simulated_cost_cents": cost},
-                "max_cost_cents": 1_000,
+                "prompt": prompt_for(*planned_call(client, n)),
+                "max_cost_cents": MAX_COST_CENTS,
             }
         )
     return payloads
@@ -188,20 +226,19 @@ def batch_payloads(*, tenants: list[str], tag: str, client: int, i: int, size: i
 def batched(*, tenants: list[str], tag: str, size: int) -> ClientFactory:
     """`llm.services.record_api_calls_batch`: `size` calls per op, one transaction per tenant."""
     from llm.services import ApiCallToRecord, record_api_calls_batch
-    from llm.stub_provider import LLMUsage
 
     def make(client: int):
         def op(i: int) -> None:
             calls = []
             for k in range(size):
                 n = i * size + k
-                model, cost = planned_call(client, n)
                 calls.append(
                     ApiCallToRecord(
                         tenant_id=uuid.UUID(tenant_for(tenants, client, n)),
                         endpoint=ENDPOINT,
                         request_id=f"{tag}:{client}:{n}",
-                        usage=LLMUsage(model, 10, 16, cost, 80),
+                        usage=call_usage(*planned_call(client, n)),
+                        correlation_id=f"{tag}:{client}:{n}",
                     )
                 )
             record_api_calls_batch(calls=calls)
