@@ -9,6 +9,7 @@ tenant's context: every query here is sealed by row-level security.
 import datetime
 import functools
 import logging
+import math
 import uuid
 from typing import Annotated
 
@@ -29,6 +30,8 @@ from llm.api.schemas import (
     BudgetExceededError,
     BudgetOptimizationOut,
     BudgetOptimizationRequest,
+    BudgetOut,
+    BudgetPeriodOut,
     CallPage,
     DateTime,
     Error,
@@ -41,6 +44,7 @@ from llm.api.schemas import (
     RequestBody,
 )
 from llm.models import BudgetOptimizationJob, Investigation
+from llm.money import format_micros
 from llm.payloads import InvalidPayload
 
 logger = logging.getLogger(__name__)
@@ -89,6 +93,23 @@ def _invalid_request(request, exc: RequestValidationError):
         fields[".".join(location) or "body"] = error.get("msg", "invalid")
     message = "Invalid request: " + "; ".join(f"{k}: {v}" for k, v in fields.items())
     return _rejected(request, exc, 400, message, fields)
+
+
+@api.exception_handler(services.BudgetExceeded)
+def _budget_exceeded(request, exc: services.BudgetExceeded):
+    """429, and the request's transaction commits: it holds the BLOCK decision and nothing
+    else (the reservation attempt was rolled back inside admission)."""
+    metrics.observe_validation_rejection(source="api", error=exc)
+    body = {
+        "error": str(exc),
+        "budget": exc.budget,
+        "remaining_micros": exc.remaining_micros,
+        "resets_at": exc.resets_at,
+    }
+    response = api.create_response(request, body, status=429)
+    wait = (exc.resets_at - datetime.datetime.now(datetime.UTC)).total_seconds()
+    response["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
 
 
 @api.exception_handler(InvalidPayload)
@@ -257,6 +278,40 @@ def month_costs(
 @api.get("/costs/current", response={200: MonthCostsOut, **UNAUTHENTICATED}, tags=["costs"])
 def current_month_costs(request):
     return _month_costs(request, selectors.current_utc_month())
+
+
+def _period_out(period: selectors.PeriodStatus | None) -> BudgetPeriodOut | None:
+    if period is None:
+        return None
+    return BudgetPeriodOut(
+        cap_micros=period.cap_micros,
+        spent_micros=period.spent_micros,
+        reserved_micros=period.reserved_micros,
+        remaining_micros=period.remaining_micros,
+        cap_usd=format_micros(period.cap_micros),
+        spent_usd=format_micros(period.spent_micros),
+        reserved_usd=format_micros(period.reserved_micros),
+        remaining_usd=format_micros(period.remaining_micros),
+        resets_at=period.resets_at,
+    )
+
+
+@api.get("/budget", response={200: BudgetOut, **UNAUTHENTICATED}, tags=["costs"])
+def budget(request):
+    """The tenant's budget (set by the platform's operators) and where this month and hour
+    stand: spent, reserved for calls in flight, remaining, thresholds crossed."""
+    status = selectors.budget_status()
+    if status is None:
+        return BudgetOut(tenant_id=request.tenant.id, limited=False)
+    return BudgetOut(
+        tenant_id=request.tenant.id,
+        limited=True,
+        monthly=_period_out(status.monthly),
+        hourly=_period_out(status.hourly),
+        thresholds=status.thresholds,
+        thresholds_crossed=status.thresholds_crossed,
+        on_exceed=status.on_exceed,
+    )
 
 
 @api.get("/calls", response={200: CallPage, **BAD_REQUEST, **UNAUTHENTICATED}, tags=["calls"])

@@ -162,3 +162,25 @@ class BudgetExceededError(Schema):
     budget: Literal["monthly", "hourly"]
     remaining_micros: int = Field(description="What is left of that budget, in millionths of a dollar.")
     resets_at: datetime.datetime
+
+
+class BudgetPeriodOut(Schema):
+    cap_micros: int = Field(description=MICROS)
+    spent_micros: int = Field(description="Settled spend this period, " + MICROS)
+    reserved_micros: int = Field(description="Held for calls in flight, " + MICROS)
+    remaining_micros: int = Field(description="cap - spent - reserved (never below 0), " + MICROS)
+    cap_usd: str
+    spent_usd: str
+    reserved_usd: str
+    remaining_usd: str
+    resets_at: datetime.datetime
+
+
+class BudgetOut(Schema):
+    tenant_id: uuid.UUID
+    limited: bool = Field(description="False: no budget is set, calls are not capped.")
+    monthly: BudgetPeriodOut | None = Field(None, description="The calendar UTC month.")
+    hourly: BudgetPeriodOut | None = Field(None, description="The current hour, with an hourly cap.")
+    thresholds: list[int] = Field(default_factory=list, description="Alert thresholds, percent of the cap.")
+    thresholds_crossed: list[int] = Field(default_factory=list, description="Crossed this month.")
+    on_exceed: Literal["block", "fallback"] | None = None

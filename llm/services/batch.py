@@ -16,11 +16,12 @@ from django.db import connection
 from psycopg.types.json import Jsonb
 
 from llm import metrics, sql
-from llm.models import Tenant
+from llm.models import Budget, Tenant
 from llm.payloads import Endpoint, InvalidPayload, LLMTaskPayload
 from llm.prices import NoPriceInForce
 from llm.services.accounting import ModelTotals, add_to_monthly_costs, call_transaction, utc_month
 from llm.services.errors import CostLimitExceeded, InvalidBatch, UnknownTenant
+from llm.services.settlement import count_unreserved_spend
 from llm.services.workers import stub_usage
 from llm.stub_provider import LLMUsage
 
@@ -90,10 +91,28 @@ def record_api_calls_batch(*, calls: Sequence[ApiCallToRecord]) -> RecordedBatch
                 breakdown[model] = ModelTotals(totals.calls + 1, totals.cost_micros + cost)
             for month in sorted(months):
                 add_to_monthly_costs(tenant_id=tenant_id, month=month, breakdown=months[month])
+            _count_in_budget(tenant_id=tenant_id, inserted=inserted)
         metrics.observe_batch_calls(calls=tenant_calls, inserted=inserted)
         recorded += len(inserted)
         cost_micros += sum(cost for _, cost, _ in inserted)
     return RecordedBatch(recorded, len(calls) - recorded, cost_micros, len(by_tenant))
+
+
+def _count_in_budget(*, tenant_id: uuid.UUID, inserted: list[tuple[str, int, datetime.datetime]]) -> None:
+    """A budgeted tenant's batch: its calls were made already (nothing can block them), but
+    their cost counts in the budget like any other call's."""
+    if not inserted:
+        return
+    thresholds = Budget.objects.values_list("thresholds", flat=True).first()
+    if thresholds is None:
+        return
+    at = inserted[0][2]  # one statement's rows share its time
+    count_unreserved_spend(
+        tenant_id=tenant_id,
+        at=at,
+        cost_micros=sum(cost for _, cost, _ in inserted),
+        thresholds=tuple(thresholds),
+    )
 
 
 def _validated_batch(calls: Sequence[ApiCallToRecord]) -> dict[uuid.UUID, list[ApiCallToRecord]]:

@@ -9,6 +9,7 @@
   once their lease (LLM_RESERVATION_LEASE_SECONDS, longer than the task time limit) ran out.
 """
 
+import datetime
 import logging
 import uuid
 
@@ -56,7 +57,7 @@ def settle_call(
             BudgetPeriod.MONTH,
             month_start(call.created_at),
             reserved_month,
-            call,
+            call.cost_micros,
             estimate,
         )
         if reserved_hour is not None:
@@ -66,7 +67,7 @@ def settle_call(
                 BudgetPeriod.HOUR,
                 hour_start(call.created_at),
                 reserved_hour,
-                call,
+                call.cost_micros,
                 estimate,
             )
     if month is not None:
@@ -80,7 +81,30 @@ def settle_call(
         )
 
 
-def _settle_period(cursor, tenant_id, period, call_start, reserved_start, call, estimate):
+def count_unreserved_spend(
+    *, tenant_id: uuid.UUID, at: datetime.datetime, cost_micros: int, thresholds: tuple[int, ...]
+) -> None:
+    """In a transaction that recorded calls made without a reservation (batched ingest of
+    calls already made, which nothing can block any more): their cost counted in the
+    budget's periods all the same, and the thresholds it crosses alerted, so no path's spend
+    escapes the budget. A period with no state yet counts them when its state is created."""
+    with connection.cursor() as cursor:
+        month = _settle_period(
+            cursor, tenant_id, BudgetPeriod.MONTH, month_start(at), month_start(at), cost_micros, 0
+        )
+        _settle_period(cursor, tenant_id, BudgetPeriod.HOUR, hour_start(at), hour_start(at), cost_micros, 0)
+    if month is not None:
+        alerts.record_threshold_alerts(
+            tenant_id=tenant_id,
+            month_start=month[0],
+            spent_before=month[1] - cost_micros,
+            spent_after=month[1],
+            cap=month[2],
+            thresholds=thresholds,
+        )
+
+
+def _settle_period(cursor, tenant_id, period, call_start, reserved_start, actual, estimate):
     """Returns (period_start, spent, cap) of the call's own period, if it has a state."""
     cursor.execute(
         sql.SETTLE_BUDGET_PERIOD_SQL,
@@ -89,7 +113,7 @@ def _settle_period(cursor, tenant_id, period, call_start, reserved_start, call, 
             "period": period,
             "call_start": call_start,
             "reserved_start": reserved_start,
-            "actual": call.cost_micros,
+            "actual": actual,
             "estimate": estimate,
         },
     )

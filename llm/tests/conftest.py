@@ -2,6 +2,7 @@
 used by the tests through the runtime role (the `default` alias), exactly as in production."""
 
 import pytest
+from celery._state import _set_task_join_will_block
 from django.db import connections
 
 from llm.tests.factories import TenantFactory, ensure_test_prices
@@ -82,6 +83,10 @@ def run_tasks_eagerly():
     celery_app.conf.task_always_eager = True
     yield
     celery_app.conf.task_always_eager = False
+    # Eager apply_async marks joins as blocking in a process-wide flag, saved and restored
+    # around each call: threads applying at once can leave it set, and a later test's
+    # result.get() would then refuse to wait.
+    _set_task_join_will_block(False)
 
 
 @pytest.fixture
