@@ -25,6 +25,9 @@ class Tenant(models.Model):
     # once when set: `manage.py configure_alerts`).
     webhook_url = models.URLField(blank=True, default="", db_default="", max_length=2000)
     webhook_secret = models.TextField(blank=True, default="", db_default="", editable=False)
+    # Whether the tenant has a budget (kept with it by set_budget/remove_budget): one cheap
+    # read outside any transaction tells a worker that a call needs no admission at all.
+    budgeted = models.BooleanField(default=False, db_default=False, editable=False)
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(db_default=Now(), editable=False)
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 
 from llm import prices
-from llm.models import Budget, BudgetPeriod, BudgetState, OnExceed
+from llm.models import Budget, BudgetPeriod, BudgetState, OnExceed, Tenant
 from llm.payloads import InvalidPayload
 from llm.services.budgets import hour_start, month_start
 from skeldir.tenancy import tenant_context
@@ -68,6 +68,7 @@ def set_budget(
             },
         )
         budget.refresh_from_db(fields=["updated_at"])
+        Tenant.objects.filter(id=tenant_id).update(budgeted=True)
         # The periods in progress take the new caps at once (their spend stays what it is).
         BudgetState.objects.filter(
             period=BudgetPeriod.MONTH, period_start=month_start(budget.updated_at)
@@ -83,4 +84,5 @@ def remove_budget(*, tenant_id: uuid.UUID) -> bool:
     """The tenant is unlimited again; False if it had no budget. Its history stays."""
     with tenant_context(tenant_id):
         deleted, _ = Budget.objects.all().delete()
+        Tenant.objects.filter(id=tenant_id).update(budgeted=False)
     return bool(deleted)

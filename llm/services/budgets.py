@@ -31,6 +31,7 @@ from llm.models import (
     Decision,
     OnExceed,
     ReservationStatus,
+    Tenant,
 )
 from llm.money import format_micros
 from llm.payloads import InvalidPayload
@@ -147,10 +148,12 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
     """Admit the call under the tenant's budget (None: the tenant has none). Runs in its own
     transaction inside the tenant, nested in the caller's if there is one; see the module
     docstring. Raises BudgetExceeded when neither the model nor a fallback fits."""
+    if not Tenant.objects.filter(id=tenant_id, budgeted=True).exists():
+        return None  # one read, outside any transaction: most tenants have no budget
     blocked: BudgetExceeded | None = None
     with tenant_context(tenant_id):
         budget = Budget.objects.annotate(now=Now()).first()
-        if budget is None:
+        if budget is None:  # removed since
             return None
         existing = (
             BudgetReservation.objects.filter(request_id=request_id, endpoint=endpoint)

@@ -118,7 +118,14 @@ def test_runtime_role_may_update_exactly_the_key_and_alert_columns_of_tenants():
         for column in columns
         if fetch("SELECT has_column_privilege(current_user, 'tenants', %s, 'UPDATE')", [column])[0][0]
     }
-    assert updatable == {"api_key_hash", "updated_at", "notification_email", "webhook_url", "webhook_secret"}
+    assert updatable == {
+        "api_key_hash",
+        "updated_at",
+        "notification_email",
+        "webhook_url",
+        "webhook_secret",
+        "budgeted",
+    }
     [(table_level,)] = fetch("SELECT has_table_privilege(current_user, 'tenants', 'UPDATE')")
     assert table_level is False
     with pytest.raises(Exception, match="permission denied"), connection.cursor() as cursor:

@@ -55,6 +55,7 @@ EXPECTED_DEFAULTS = {
     "total_calls": "0",
     "cost_cents": "0",
     "was_cached": "false",
+    "budgeted": "false",
     "status": "'pending'::text",
 }
 
