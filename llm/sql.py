@@ -261,3 +261,37 @@ INSERT_BUDGET_ALERT_SQL = """
     ON CONFLICT (tenant_id, month_start, threshold_percent) DO NOTHING
     RETURNING id
 """
+
+# The tenant in force's budget, the database's time, and the call's own reservation if one is
+# open or settled (a redelivery), in one round trip.
+BUDGET_FOR_ADMISSION_SQL = """
+    SELECT b.monthly_cap_micros, b.hourly_cap_micros, b.thresholds, b.on_exceed, b.fallback_models,
+           statement_timestamp(), r.model, r.month_start
+      FROM llm_budgets b
+      LEFT JOIN llm_budget_reservations r
+        ON r.request_id = %(request_id)s AND r.endpoint = %(endpoint)s AND r.status <> 'released'
+"""
+
+# An admitted call's decision and its reservation, in one statement (a data-modifying CTE;
+# the ORM writes one table per statement). A released reservation of the same call (its
+# worker died and the sweep gave it back) is taken up again; an open one is left alone and
+# nothing is returned: a concurrent delivery of the same call holds it.
+ADMIT_SQL = """
+    WITH decision AS (
+        INSERT INTO llm_budget_decisions (tenant_id, request_id, endpoint, requested_model,
+                                          resolved_model, estimate_micros, budget, cap_micros,
+                                          remaining_micros, decision, reason)
+        VALUES (%(tenant_id)s, %(request_id)s, %(endpoint)s, %(requested)s, %(resolved)s,
+                %(estimate)s, %(budget)s, %(cap)s, %(remaining)s, %(decision)s, %(reason)s)
+    )
+    INSERT INTO llm_budget_reservations AS r (tenant_id, request_id, endpoint, model, estimate_micros,
+                                              month_start, hour_start, status, lease_expires_at)
+    VALUES (%(tenant_id)s, %(request_id)s, %(endpoint)s, %(resolved)s, %(estimate)s, %(month_start)s,
+            %(hour_start)s, 'reserved', statement_timestamp() + make_interval(secs => %(lease)s))
+    ON CONFLICT (tenant_id, request_id, endpoint) DO UPDATE SET
+        model = EXCLUDED.model, estimate_micros = EXCLUDED.estimate_micros, actual_micros = NULL,
+        month_start = EXCLUDED.month_start, hour_start = EXCLUDED.hour_start, status = 'reserved',
+        lease_expires_at = EXCLUDED.lease_expires_at, finished_at = NULL
+     WHERE r.status = 'released'
+    RETURNING r.id
+"""

@@ -19,18 +19,16 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models.functions import Now
 
 from llm import prices, sql
 from llm.models import (
-    Budget,
     BudgetDecision,
     BudgetPeriod,
     BudgetReservation,
     Decision,
     OnExceed,
-    ReservationStatus,
     Tenant,
 )
 from llm.money import format_micros
@@ -112,7 +110,9 @@ def estimate_micros(*, model: str, usage: LLMUsage) -> int:
     )
 
 
-def _reserve_period(cursor, *, tenant_id: uuid.UUID, period: _Period, estimate: int) -> None:
+def _reserve_period(cursor, *, tenant_id: uuid.UUID, period: _Period, estimate: int) -> int:
+    """Reserve `estimate` on one period; returns what the period had left before it, or
+    raises _Blocked."""
     params = {
         "tenant_id": tenant_id,
         "period": period.period,
@@ -120,8 +120,8 @@ def _reserve_period(cursor, *, tenant_id: uuid.UUID, period: _Period, estimate: 
         "estimate": estimate,
     }
     cursor.execute(sql.RESERVE_BUDGET_SQL, params)
-    if cursor.fetchone() is not None:
-        return
+    if (row := cursor.fetchone()) is not None:
+        return row[1]
     cursor.execute(sql.BUDGET_REMAINING_SQL, params)
     row = cursor.fetchone()
     if row is None:  # the period's first call: create its state, then try again
@@ -130,18 +130,38 @@ def _reserve_period(cursor, *, tenant_id: uuid.UUID, period: _Period, estimate: 
             {**params, "cap": period.cap, "period_end": period_end(period.period, period.start)},
         )
         cursor.execute(sql.RESERVE_BUDGET_SQL, params)
-        if cursor.fetchone() is not None:
-            return
+        if (row := cursor.fetchone()) is not None:
+            return row[1]
         cursor.execute(sql.BUDGET_REMAINING_SQL, params)
         row = cursor.fetchone()
     raise _Blocked(period, max(0, row[0]))
 
 
-def _try_reserve(*, tenant_id: uuid.UUID, periods: list[_Period], estimate: int) -> None:
-    """Reserve on every period or on none (a savepoint), month before hour (one lock order)."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        for period in periods:
-            _reserve_period(cursor, tenant_id=tenant_id, period=period, estimate=estimate)
+def _try_reserve(cursor, *, tenant_id: uuid.UUID, periods: list[_Period], estimate: int) -> int:
+    """Reserve on every period or on none, month before hour (one lock order for everyone);
+    returns what the month had left before. With an hourly cap a savepoint takes the month's
+    reservation back when the hour's does not fit."""
+    if len(periods) == 1:
+        return _reserve_period(cursor, tenant_id=tenant_id, period=periods[0], estimate=estimate)
+    with transaction.atomic():
+        remaining = [
+            _reserve_period(cursor, tenant_id=tenant_id, period=p, estimate=estimate) for p in periods
+        ]
+    return remaining[0]
+
+
+class ConcurrentAdmission(OperationalError):
+    """Two deliveries of one call were admitted at once: this one rolls back (its
+    reservation with it) and is retried, and then finds the other's reservation."""
+
+
+def _reason(requested: str, resolved: str | None, block: _Blocked | None, fallbacks: bool) -> str:
+    if block is None:
+        return "within budget"
+    budget = BUDGET_NAMES[block.period.period]
+    if resolved is None:
+        return f"would exceed the {budget} budget" + (" (and every fallback)" if fallbacks else "")
+    return f"{requested} would exceed the {budget} budget; {resolved} fits"
 
 
 def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: LLMUsage) -> Admission | None:
@@ -150,131 +170,86 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
     docstring. Raises BudgetExceeded when neither the model nor a fallback fits."""
     if not Tenant.objects.filter(id=tenant_id, budgeted=True).exists():
         return None  # one read, outside any transaction: most tenants have no budget
-    blocked: BudgetExceeded | None = None
-    with tenant_context(tenant_id):
-        budget = Budget.objects.annotate(now=Now()).first()
-        if budget is None:  # removed since
+    with tenant_context(tenant_id), connection.cursor() as cursor:
+        cursor.execute(sql.BUDGET_FOR_ADMISSION_SQL, {"request_id": request_id, "endpoint": endpoint})
+        row = cursor.fetchone()
+        if row is None:  # the budget was removed since
             return None
-        existing = (
-            BudgetReservation.objects.filter(request_id=request_id, endpoint=endpoint)
-            .exclude(status=ReservationStatus.RELEASED)
-            .values_list("model", "month_start")
-            .first()
-        )
-        thresholds = tuple(sorted(budget.thresholds))
-        if existing is not None:  # a redelivery or retry: its own reservation, extended
+        (
+            monthly_cap,
+            hourly_cap,
+            thresholds,
+            on_exceed,
+            fallback_models,
+            now,
+            reserved_model,
+            reserved_month,
+        ) = row
+        thresholds = tuple(sorted(thresholds))
+        if reserved_model is not None:  # a redelivery or retry: its own reservation, extended
             BudgetReservation.objects.filter(request_id=request_id, endpoint=endpoint).update(
                 lease_expires_at=Now() + datetime.timedelta(seconds=settings.LLM_RESERVATION_LEASE_SECONDS)
             )
-            return Admission(model=existing[0], month_start=existing[1], thresholds=thresholds)
-        periods = [_Period(BudgetPeriod.MONTH, month_start(budget.now), budget.monthly_cap_micros)]
-        if budget.hourly_cap_micros is not None:
-            periods.append(_Period(BudgetPeriod.HOUR, hour_start(budget.now), budget.hourly_cap_micros))
+            return Admission(model=reserved_model, month_start=reserved_month, thresholds=thresholds)
+        periods = [_Period(BudgetPeriod.MONTH, month_start(now), monthly_cap)]
+        if hourly_cap is not None:
+            periods.append(_Period(BudgetPeriod.HOUR, hour_start(now), hourly_cap))
         candidates = [usage.model]
-        if budget.on_exceed == OnExceed.FALLBACK:
-            candidates += [m for m in budget.fallback_models if m != usage.model]
+        if on_exceed == OnExceed.FALLBACK:
+            candidates += [m for m in fallback_models if m != usage.model]
         requested_estimate = estimate_micros(model=usage.model, usage=usage)  # unknown model: raises
-        first_block: _Blocked | None = None
+        block: _Blocked | None = None
         for candidate in candidates:
             try:
                 estimate = estimate_micros(model=candidate, usage=usage)
-                _try_reserve(tenant_id=tenant_id, periods=periods, estimate=estimate)
+                remaining = _try_reserve(cursor, tenant_id=tenant_id, periods=periods, estimate=estimate)
             except prices.NoPriceInForce:
                 continue  # a fallback without a price is skipped, never free
-            except _Blocked as block:
-                first_block = first_block or block
+            except _Blocked as blocked:
+                block = block or blocked
                 continue
-            fallback = candidate != usage.model
-            _record(
-                tenant_id=tenant_id,
-                request_id=request_id,
-                endpoint=endpoint,
-                requested=usage.model,
-                resolved=candidate,
-                estimate=estimate,
-                decision=Decision.FALLBACK if fallback else Decision.ALLOW,
-                reason=(
-                    f"{usage.model} would exceed the {BUDGET_NAMES[first_block.period.period]} budget; "
-                    f"{candidate} fits"
-                    if fallback
-                    else "within budget"
-                ),
-                periods=periods,
-                budget_period=first_block.period if fallback else periods[0],
-                remaining=first_block.remaining if fallback else None,
-            )
-            BudgetReservation.objects.update_or_create(
-                request_id=request_id,
-                endpoint=endpoint,
-                defaults={
+            deciding = block.period if block else periods[0]
+            cursor.execute(
+                sql.ADMIT_SQL,
+                {
                     "tenant_id": tenant_id,
-                    "model": candidate,
-                    "estimate_micros": estimate,
-                    "actual_micros": None,
+                    "request_id": request_id,
+                    "endpoint": endpoint,
+                    "requested": usage.model,
+                    "resolved": candidate,
+                    "estimate": estimate,
+                    "budget": deciding.period,
+                    "cap": deciding.cap,
+                    "remaining": block.remaining if block else remaining,
+                    "decision": Decision.FALLBACK if block else Decision.ALLOW,
+                    "reason": _reason(usage.model, candidate, block, fallbacks=True),
                     "month_start": periods[0].start,
                     "hour_start": periods[1].start if len(periods) > 1 else None,
-                    "status": ReservationStatus.RESERVED,
-                    "lease_expires_at": Now()
-                    + datetime.timedelta(seconds=settings.LLM_RESERVATION_LEASE_SECONDS),
-                    "finished_at": None,
+                    "lease": settings.LLM_RESERVATION_LEASE_SECONDS,
                 },
             )
+            if cursor.fetchone() is None:
+                raise ConcurrentAdmission(
+                    f"call {request_id} ({endpoint}) is being admitted by another delivery"
+                )
             return Admission(model=candidate, month_start=periods[0].start, thresholds=thresholds)
-        assert first_block is not None
-        _record(
+        assert block is not None
+        BudgetDecision.objects.create(
             tenant_id=tenant_id,
             request_id=request_id,
             endpoint=endpoint,
-            requested=usage.model,
-            resolved=None,
-            estimate=requested_estimate,
+            requested_model=usage.model,
+            estimate_micros=requested_estimate,
+            budget=block.period.period,
+            cap_micros=block.period.cap,
+            remaining_micros=block.remaining,
             decision=Decision.BLOCK,
-            reason=f"would exceed the {BUDGET_NAMES[first_block.period.period]} budget"
-            + (" (and every fallback)" if len(candidates) > 1 else ""),
-            periods=periods,
-            budget_period=first_block.period,
-            remaining=first_block.remaining,
+            reason=_reason(usage.model, None, block, fallbacks=len(candidates) > 1),
         )
-        blocked = BudgetExceeded(
-            budget=BUDGET_NAMES[first_block.period.period],
-            cap_micros=first_block.period.cap,
-            remaining_micros=first_block.remaining,
-            resets_at=period_end(first_block.period.period, first_block.period.start),
-        )
-    raise blocked  # after the BLOCK decision has committed with the tenant context's block
-
-
-def _record(
-    *,
-    tenant_id,
-    request_id,
-    endpoint,
-    requested,
-    resolved,
-    estimate,
-    decision,
-    reason,
-    periods,
-    budget_period: _Period,
-    remaining: int | None,
-) -> None:
-    if remaining is None:  # admitted: what the deciding period had left before this call
-        with connection.cursor() as cursor:
-            cursor.execute(
-                sql.BUDGET_REMAINING_SQL,
-                {"tenant_id": tenant_id, "period": budget_period.period, "period_start": budget_period.start},
-            )
-            remaining = cursor.fetchone()[0] + estimate
-    BudgetDecision.objects.create(
-        tenant_id=tenant_id,
-        request_id=request_id,
-        endpoint=endpoint,
-        requested_model=requested,
-        resolved_model=resolved,
-        estimate_micros=estimate,
-        budget=budget_period.period,
-        cap_micros=budget_period.cap,
-        remaining_micros=remaining,
-        decision=decision,
-        reason=reason,
+    # Raised after the tenant context's block has committed the BLOCK decision.
+    raise BudgetExceeded(
+        budget=BUDGET_NAMES[block.period.period],
+        cap_micros=block.period.cap,
+        remaining_micros=block.remaining,
+        resets_at=period_end(block.period.period, block.period.start),
     )
