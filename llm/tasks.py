@@ -141,8 +141,10 @@ def sweep_budget_reservations() -> dict:
 
 
 class AlertDeliveryTask(LLMTask):
-    """Delivery is retried with backoff (up to ~an hour) until it succeeds; beat re-sends a
-    delivery still pending after that."""
+    """A failed delivery attempt is retried up to 10 times, each after a random wait of up to
+    5 s x 2^retry, at most 10 minutes (full jitter: many alerts failing at once do not retry
+    together): about 40 minutes at the most. Beat re-sends a delivery still pending
+    LLM_ALERT_RESEND_AFTER_SECONDS after its last attempt."""
 
     autoretry_for = (*LLMTask.autoretry_for, services.DeliveryFailed)
     retry_backoff = 5

@@ -229,8 +229,9 @@ LLM_PRICE_CACHE_SECONDS = env.int("LLM_PRICE_CACHE_SECONDS", default=30)
 LLM_RESERVATION_LEASE_SECONDS = env.int("LLM_RESERVATION_LEASE_SECONDS", default=2 * CELERY_TASK_TIME_LIMIT)
 if LLM_RESERVATION_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured("LLM_RESERVATION_LEASE_SECONDS must be longer than CELERY_TASK_TIME_LIMIT.")
-# Budget alerts: email through Django's SMTP backend, webhooks with this timeout; a delivery
-# still pending this long after its last attempt is sent again by beat.
+# Budget alerts (README "Alerts"): email through Django's SMTP backend (EMAIL_* below),
+# webhooks with this timeout; a delivery still pending this long after its last attempt (or
+# its alert, never tried) is sent again by beat (every LLM_ALERT_RESEND_INTERVAL_SECONDS).
 LLM_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.int("LLM_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=5)
 LLM_ALERT_RESEND_AFTER_SECONDS = env.int("LLM_ALERT_RESEND_AFTER_SECONDS", default=600)
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
@@ -238,7 +239,10 @@ EMAIL_HOST = env("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
 EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
-EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)  # STARTTLS, usually port 587
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)  # TLS from the start, usually port 465
+if EMAIL_USE_TLS and EMAIL_USE_SSL:  # else every alert email would fail, and be retried for ever
+    raise ImproperlyConfigured("Set EMAIL_USE_TLS or EMAIL_USE_SSL, not both.")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="skeldir-llm@localhost")
 # Request bodies above this are refused (the API answers 413); admin forms stay far below it.

@@ -24,10 +24,10 @@ import uuid
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.core.validators import EmailValidator, URLValidator
+from django.core.validators import URLValidator
 from django.db import connection
 from django.db.models import F
-from django.db.models.functions import Now
+from django.db.models.functions import Coalesce, Now
 
 from llm import selectors, sql
 from llm.models import AlertChannel, AlertDelivery, BudgetAlert, DeliveryStatus, Tenant
@@ -122,9 +122,18 @@ def alert_message(alert: BudgetAlert, tenant: Tenant) -> dict:
     }
 
 
+def current_target(tenant: Tenant, channel: str) -> str:
+    """Where the tenant's alerts of this channel go now ('' once the channel is turned off)."""
+    return tenant.notification_email if channel == AlertChannel.EMAIL else tenant.webhook_url
+
+
 def deliver(*, tenant_id: uuid.UUID, delivery_id: uuid.UUID) -> bool:
     """One attempt at one delivery; True once it is delivered (now or before). The attempt
-    happens outside any transaction; its outcome is recorded after. Raises DeliveryFailed."""
+    happens outside any transaction; its outcome is recorded after. Raises DeliveryFailed.
+
+    It goes where the tenant's alerts of its channel go at the time of the attempt (a webhook
+    moved since the alert was written gets it, signed with its new secret; `target` records
+    where it went). A channel turned off since is not sent, and not retried: False."""
     with tenant_context(tenant_id):
         delivery = AlertDelivery.objects.select_related("alert", "tenant").filter(id=delivery_id).first()
     if delivery is None:
@@ -132,25 +141,35 @@ def deliver(*, tenant_id: uuid.UUID, delivery_id: uuid.UUID) -> bool:
         return False
     if delivery.status == DeliveryStatus.DELIVERED:
         return True
+    target = current_target(delivery.tenant, delivery.channel)
+    if not target:  # never sent to nowhere, nor signed with an empty secret
+        _record_attempt(
+            tenant_id, delivery_id, error=f"the tenant no longer has {delivery.channel} alerts: not sent"
+        )
+        return False
     message = alert_message(delivery.alert, delivery.tenant)
     error = ""
     try:
         if delivery.channel == AlertChannel.EMAIL:
-            _send_email(delivery.target, message)
+            _send_email(target, message)
         else:
-            _post_webhook(delivery.target, delivery.tenant.webhook_secret, message)
+            _post_webhook(target, delivery.tenant.webhook_secret, message)
     except Exception as failure:  # any failure of the attempt is recorded and retried
         error = f"{type(failure).__name__}: {failure}"[:500]
-    with tenant_context(tenant_id):
-        AlertDelivery.objects.filter(id=delivery_id).update(
-            attempts=F("attempts") + 1,
-            last_attempt_at=Now(),
-            last_error=error,
-            **({} if error else {"status": DeliveryStatus.DELIVERED, "delivered_at": Now()}),
-        )
+    _record_attempt(tenant_id, delivery_id, error=error, delivered=not error, target=target)
     if error:
         raise DeliveryFailed(f"{delivery.channel} delivery {delivery_id} failed: {error}")
     return True
+
+
+def _record_attempt(tenant_id, delivery_id, *, error: str, delivered: bool = False, target: str = "") -> None:
+    outcome: dict = {"target": target} if target else {}
+    if delivered:
+        outcome.update(status=DeliveryStatus.DELIVERED, delivered_at=Now())
+    with tenant_context(tenant_id):
+        AlertDelivery.objects.filter(id=delivery_id).update(
+            attempts=F("attempts") + 1, last_attempt_at=Now(), last_error=error, **outcome
+        )
 
 
 def _send_email(address: str, message: dict) -> None:
@@ -181,21 +200,37 @@ def _post_webhook(url: str, secret: str, message: dict) -> None:
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=settings.LLM_ALERT_WEBHOOK_TIMEOUT_SECONDS) as response:
+        with _WEBHOOK_OPENER.open(request, timeout=settings.LLM_ALERT_WEBHOOK_TIMEOUT_SECONDS) as response:
             if not 200 <= response.status < 300:
                 raise DeliveryFailed(f"HTTP {response.status}")
     except urllib.error.HTTPError as failure:
         raise DeliveryFailed(f"HTTP {failure.code}") from None
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is a failed attempt, not a delivery: urllib would follow a 301/302/303 with a
+    GET without the body (and the signed alert), and count the next page's 200 as success."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
+_WEBHOOK_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def resend_pending_deliveries(*, older_than: datetime.timedelta) -> int:
-    """Send again every delivery still pending `older_than` after its last attempt (or its
-    creation): the beat job's safety net behind the task's own retries."""
+    """Send again every delivery still pending `older_than` after its last attempt (or, never
+    tried, after it was written with its alert): the beat job's safety net behind the task's
+    own retries. A delivery whose channel the tenant has turned off waits until it is on again."""
     sent = 0
     for tenant_id in selectors.iter_tenant_ids():
         with tenant_context(tenant_id):
-            stale = AlertDelivery.objects.filter(status=DeliveryStatus.PENDING).exclude(
-                last_attempt_at__gt=Now() - older_than
+            stale = (
+                AlertDelivery.objects.filter(status=DeliveryStatus.PENDING)
+                .alias(last_tried_at=Coalesce("last_attempt_at", "alert__created_at"))
+                .filter(last_tried_at__lte=Now() - older_than)
+                .exclude(channel=AlertChannel.EMAIL, tenant__notification_email="")
+                .exclude(channel=AlertChannel.WEBHOOK, tenant__webhook_url="")
             )
             for delivery_id in stale.values_list("id", flat=True):
                 enqueue_task_on_commit(
@@ -208,11 +243,16 @@ def resend_pending_deliveries(*, older_than: datetime.timedelta) -> int:
 def configure_alerts(*, tenant_id: uuid.UUID, email: str | None, webhook_url: str | None) -> str | None:
     """Set a tenant's alert email and/or webhook URL ('' clears it); a new webhook URL gets a
     new secret, returned once (it signs every webhook). Raises ValidationError for a malformed
-    address or URL, writing nothing."""
+    or overlong address or URL (http and https only), writing nothing."""
+    email = email.strip() if email is not None else None
+    webhook_url = webhook_url.strip() if webhook_url is not None else None
     if email:
-        EmailValidator()(email)
+        # The column's own validators too: an address or URL longer than the column would
+        # otherwise fail in the database, as an error rather than a refusal.
+        Tenant._meta.get_field("notification_email").run_validators(email)
     if webhook_url:
         URLValidator(schemes=["http", "https"])(webhook_url)
+        Tenant._meta.get_field("webhook_url").run_validators(webhook_url)
     updates: dict = {}
     secret = None
     if email is not None:

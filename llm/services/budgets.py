@@ -124,11 +124,15 @@ def _reserve_period(cursor, *, tenant_id: uuid.UUID, period: _Period, estimate: 
         return row[1]
     cursor.execute(sql.BUDGET_REMAINING_SQL, params)
     row = cursor.fetchone()
-    if row is None:  # the period's first call: create its state, then try again
-        cursor.execute(
-            sql.CREATE_BUDGET_STATE_SQL,
-            {**params, "cap": period.cap, "period_end": period_end(period.period, period.start)},
-        )
+    if row is None or row[0] >= estimate:
+        # The period's first call: create its state, then try again. Or a concurrent first
+        # call created the state between the two statements above (each sees what had
+        # committed when it began), and it has room: try again too, rather than block.
+        if row is None:
+            cursor.execute(
+                sql.CREATE_BUDGET_STATE_SQL,
+                {**params, "cap": period.cap, "period_end": period_end(period.period, period.start)},
+            )
         cursor.execute(sql.RESERVE_BUDGET_SQL, params)
         if (row := cursor.fetchone()) is not None:
             return row[1]

@@ -148,3 +148,28 @@ def pgbouncer(django_db_setup, tmp_path):
     bouncer = PgBouncer(tmp_path)
     yield bouncer
     bouncer.stop()
+
+
+@pytest.fixture
+def smtp_server(settings):
+    """A real SMTP server on a free local port (servers.SMTPServer), and Django's SMTP backend
+    pointed at it (pytest-django's test environment would otherwise keep mail in memory)."""
+    from llm.tests.servers import SMTPServer
+
+    server = SMTPServer().start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def webhook_server():
+    """A real HTTP server on a free local port that records webhooks (servers.WebhookServer)."""
+    from llm.tests.servers import WebhookServer
+
+    server = WebhookServer().start()
+    yield server
+    server.stop()

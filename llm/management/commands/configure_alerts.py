@@ -26,8 +26,10 @@ class Command(BaseCommand):
             raise CommandError(f"{error} Nothing was changed.") from None
         except ValidationError as error:
             raise CommandError(f"{'; '.join(error.messages)} Nothing was changed.") from None
+        now = find_tenant(reference=str(found.id))  # all of where they go, not only what changed
         self.stdout.write(
-            f"{found.name}: alerts go to {email or '(no email)'} and {webhook_url or '(no webhook)'}."
+            f"{now.name}: alerts go to {now.notification_email or '(no email)'} "
+            f"and {now.webhook_url or '(no webhook)'}."
         )
         if secret:
             self.stdout.write(
