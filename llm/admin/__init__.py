@@ -1,5 +1,6 @@
-"""The Django admin: tenant inspection (calls, months, jobs), and the price catalogue."""
+"""The Django admin: tenant inspection (calls, months, jobs), budgets (the tenant's caps, its
+decisions, alerts and reservations), and the price catalogue."""
 
-from llm.admin import inspection, prices
+from llm.admin import budgets, inspection, prices
 
-__all__ = ["inspection", "prices"]
+__all__ = ["budgets", "inspection", "prices"]

@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 from django_celery_results.models import GroupResult, TaskResult
 
+from llm.admin import charts
 from llm.middleware import INSPECT_TENANT_PERMISSION, INSPECTED_TENANT_SESSION_KEY
 from llm.models import BudgetOptimizationJob, Investigation, LLMApiCall, LLMMonthlyCost, Tenant
 from llm.money import format_micros
@@ -164,6 +165,12 @@ class LLMMonthlyCostAdmin(ReadOnlyAdmin, TenantScopedAdmin):
     ordering = ["-month"]
     fields = ["tenant", "month", "total_calls", "total_cost", "breakdown", "created_at", "updated_at"]
     readonly_fields = fields
+
+    def changelist_view(self, request, extra_context=None):
+        # This month's daily spend by model above the months (llm/admin/charts.py).
+        if getattr(request, "inspected_tenant", None) is not None:
+            extra_context = {**(extra_context or {}), "spend_chart": charts.current_month_chart()}
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="total cost", ordering="total_cost_micros")
     def total_cost(self, row: LLMMonthlyCost) -> str:

@@ -33,7 +33,7 @@ from llm.services.batch import (
     record_api_calls_batch,
     record_stub_calls_batch,
 )
-from llm.services.budget_settings import InvalidBudget, remove_budget, set_budget
+from llm.services.budget_settings import InvalidBudget, check_budget, remove_budget, set_budget
 from llm.services.budgets import BudgetExceeded, admit_call
 from llm.services.dispatch import enqueue_on_commit
 from llm.services.errors import (
@@ -79,6 +79,7 @@ __all__ = [
     "add_to_monthly_costs",
     "adjust_monthly_costs",
     "admit_call",
+    "check_budget",
     "configure_alerts",
     "create_tenant",
     "deliver_alert",

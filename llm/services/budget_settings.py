@@ -44,6 +44,19 @@ def _problem(
     return None
 
 
+def check_budget(
+    *,
+    monthly_cap_micros: int,
+    hourly_cap_micros: int | None = None,
+    thresholds: Sequence[int] = (50, 80, 100),
+    on_exceed: str = OnExceed.BLOCK,
+    fallback_models: Sequence[str] = (),
+) -> str | None:
+    """What set_budget would refuse in these settings, or None. A form (the admin's) shows it
+    on the page before anything is written; set_budget checks again, the same way."""
+    return _problem(monthly_cap_micros, hourly_cap_micros, thresholds, on_exceed, fallback_models)
+
+
 def set_budget(
     *,
     tenant_id: uuid.UUID,

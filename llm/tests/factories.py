@@ -218,6 +218,19 @@ def record_route_call(
     return route_request(LLMTaskPayload.parse(payload_data(tenant.id, prompt=prompt, **overrides)))
 
 
+def backdate_call(tenant, request_id: str, created_at: datetime.datetime) -> None:
+    """Move a recorded call to another time, as the owner inside the tenant (the runtime role
+    never updates calls): spend on days other than today, for the daily charts. Nothing else
+    moves with it (its month's row, the budget's state)."""
+    from django.db import connections
+
+    with tenant_context(tenant.id, using="owner"), connections["owner"].cursor() as cursor:
+        cursor.execute(
+            "UPDATE llm_api_calls SET created_at = %s WHERE request_id = %s", [created_at, request_id]
+        )
+        assert cursor.rowcount == 1
+
+
 def expected_cost_micros(usage) -> int:
     """What recording `usage` costs now, by the catalogue's price in force."""
     from llm import prices

@@ -2,8 +2,9 @@
 in a real headless Chromium (Debian's package, driven by Playwright): styled by its own static
 files, staff log in, inspect one tenant (a POST), see its monthly breakdown and none of the
 other tenant's rows, stop; Swagger UI renders from local assets only. Saves a screenshot to
-artifacts/."""
+artifacts/ (the monthly breakdown, and the budget page with its bar and chart)."""
 
+import datetime
 import re
 import shutil
 from html.parser import HTMLParser
@@ -12,9 +13,13 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from playwright.sync_api import expect, sync_playwright
 
-from llm.tests.factories import record_route_call
+from llm.selectors import current_utc_month
+from llm.services import admit_call, set_budget
+from llm.stub_provider import LLMUsage
+from llm.tests.factories import backdate_call, record_route_call
 from llm.tests.workers import DevServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,5 +151,66 @@ def test_staff_inspect_one_tenants_monthly_breakdown_in_a_real_browser(dev_serve
         page.goto(f"{url}/api/llm/docs")
         expect(page.locator(".swagger-ui .info .title")).to_contain_text("Skeldir LLM API")
         expect(page.locator(".swagger-ui")).to_contain_text("/api/llm/investigations")
+        assert remote == []
+        browser.close()
+
+
+def test_the_budget_page_draws_its_bar_and_daily_chart_in_a_real_browser(dev_server, tenant_a, tenant_b):
+    """The budget's bar and the month's chart as a browser draws them (HTML, CSS and inline
+    SVG from the app's own static files), saved to artifacts/admin-budget.png to look at."""
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `./dev test` installs it"
+    get_user_model().objects.create_superuser("operator", "ops@example.com", "a-long-test-password")
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=8_000_000, hourly_cap_micros=6_000_000)
+    month = current_utc_month()
+    spend = [("test-large", 900_000), ("test-small", 250_000), ("test-medium", 400_000)]
+    for day in range(1, 4):  # three days of this month (today at the latest), three models
+        for model, micros in spend[: day + 1]:
+            request_id = f"a-{model}-{day}"
+            record_route_call(tenant_a, model=model, cost_micros=micros * day // 2, request_id=request_id)
+            created_at = datetime.datetime(month.year, month.month, day, 12, tzinfo=datetime.UTC)
+            backdate_call(tenant_a, request_id, min(created_at, timezone.now()))
+    usage = LLMUsage(model="test-small", input_tokens=10, output_tokens=600_000, latency_ms=1)
+    admit_call(tenant_id=tenant_a.id, request_id="a-in-flight", endpoint="route", usage=usage)
+    set_budget(tenant_id=tenant_b.id, monthly_cap_micros=7_770_000)
+    record_route_call(tenant_b, model="test-medium", cost_micros=3_330_000, request_id="b-call")
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        remote = []
+        page.route(
+            re.compile(r"^(?!http://127\.0\.0\.1:\d+/)"),
+            lambda route: (remote.append(route.request.url), route.abort()),
+        )
+        page.goto(f"{dev_server.url}/admin/login/?next=/admin/llm/tenant/")
+        page.fill("#id_username", "operator")
+        page.fill("#id_password", "a-long-test-password")
+        page.click("input[type=submit]")
+        page.locator("tr", has_text="Tenant A").locator("button.inspect-tenant").click()
+        expect(page.locator("#inspected-tenant")).to_contain_text("Inspecting tenant: Tenant A")
+
+        page.goto(f"{dev_server.url}/admin/llm/budget/")
+        monthly = page.locator(".budget-bar[data-period=monthly]")
+        expect(monthly.locator("dd.cap")).to_have_text("$8.00")
+        expect(monthly.locator("dd.reserved")).to_have_text("$0.60")
+        # Drawn by the app's stylesheet: the spent part has a width and a colour.
+        spent = monthly.locator(".budget-bar-spent")
+        assert spent.bounding_box()["width"] > 50
+        assert spent.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(65, 118, 144)"
+        expect(page.locator(".budget-bar[data-period=hourly] dd.cap")).to_have_text("$6.00")
+        chart = page.locator("svg.daily-spend-chart")
+        expect(chart).to_be_visible()
+        days_and_models = {
+            (min(day, timezone.now().day), m) for day in range(1, 4) for m, _ in spend[: day + 1]
+        }
+        assert chart.locator("rect").count() == len(days_and_models)  # one segment each
+        legend = page.locator(".daily-spend-legend")
+        for model, _ in spend:
+            expect(legend).to_contain_text(model)
+        body = page.locator("body")
+        expect(body).not_to_contain_text("$7.77")
+        expect(body).not_to_contain_text("$3.33")
+        page.screenshot(path=str(ARTIFACTS / "admin-budget.png"), full_page=True)
         assert remote == []
         browser.close()
