@@ -226,6 +226,7 @@ def test_alerts_show_their_deliveries_state_and_attempts(superuser_client, two_b
     with tenant_context(tenant_a.id):
         alert = AlertDelivery.objects.select_related("alert").get(channel="email").alert
     # A webhook that cannot be reached: the failed attempt and its error are kept.
+    configure_alerts(tenant_id=tenant_a.id, email=None, webhook_url="http://127.0.0.1:9/hook")
     with tenant_context(tenant_a.id):
         webhook = AlertDelivery.objects.create(
             tenant_id=tenant_a.id, alert=alert, channel="webhook", target="http://127.0.0.1:9/hook"
