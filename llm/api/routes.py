@@ -7,7 +7,6 @@ tenant's context: every query here is sealed by row-level security.
 """
 
 import datetime
-import functools
 import logging
 import math
 import uuid
@@ -16,9 +15,8 @@ from typing import Annotated
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.urls import URLPattern, re_path, reverse
-from django.views.decorators.csrf import csrf_exempt
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import reverse
 from ninja import NinjaAPI, Query, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as RequestValidationError
@@ -73,10 +71,12 @@ api = NinjaAPI(
 
 def _rejected(request: HttpRequest, exc: Exception, status: int, message: str, fields: dict | None = None):
     metrics.observe_validation_rejection(source="api", error=exc)
-    return _error(request, status, message, fields)
+    return error_response(request, status, message, fields)
 
 
-def _error(request: HttpRequest, status: int, message: str, fields: dict | None = None) -> HttpResponse:
+def error_response(
+    request: HttpRequest, status: int, message: str, fields: dict | None = None
+) -> HttpResponse:
     if transaction.get_connection().in_atomic_block:
         transaction.set_rollback(True)  # an error answer commits nothing
     body = {"error": message, **({"fields": fields} if fields else {})}
@@ -118,23 +118,25 @@ def _invalid_payload(request, exc: InvalidPayload):
 
 
 @api.exception_handler(HttpError)
-def _http_error(request, exc: HttpError):
+def _httperror_response(request, exc: HttpError):
     # django-ninja's own refusals, e.g. a body that is not JSON or nests too deep to parse.
     if exc.status_code == 400:
         return _rejected(request, exc, 400, f"Invalid request: {exc.message}", {"body": exc.message})
-    return _error(request, exc.status_code, exc.message)
+    return error_response(request, exc.status_code, exc.message)
 
 
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request, exc):
-    response = _error(request, 401, "Authentication required: send 'Authorization: Bearer <tenant API key>'.")
+    response = error_response(
+        request, 401, "Authentication required: send 'Authorization: Bearer <tenant API key>'."
+    )
     response["WWW-Authenticate"] = 'Bearer realm="skeldir"'
     return response
 
 
 @api.exception_handler(Http404)
 def _not_found(request, exc):
-    return _error(request, 404, str(exc) or "Not found.")
+    return error_response(request, 404, str(exc) or "Not found.")
 
 
 @api.exception_handler(RequestDataTooBig)
@@ -146,7 +148,7 @@ def _too_large(request, exc):
 def _unexpected(request, exc):
     # The detail goes to the log only: database errors carry statements and parameters.
     logger.error("unexpected error answering %s %s", request.method, request.path, exc_info=exc)
-    return _error(request, 500, "Internal error; nothing was recorded. Retrying may help.")
+    return error_response(request, 500, "Internal error; nothing was recorded. Retrying may help.")
 
 
 # The error answers each route documents besides its own (see the handlers above).
@@ -327,34 +329,3 @@ def list_calls(
     except selectors.InvalidCursor as error:
         raise RequestValidationError([{"loc": ("query", "cursor"), "msg": str(error)}]) from None
     return CallPage(items=page.items, next_cursor=page.next_cursor)
-
-
-def _json_method_not_allowed(view):
-    """django-ninja answers a method a path does not take with a plain-text 405; this API
-    answers everything in its JSON error shape."""
-
-    @functools.wraps(view)
-    def wrapped(request, *args, **kwargs):
-        response = view(request, *args, **kwargs)
-        if response.status_code != 405:
-            return response
-        allowed = response.get("Allow", "")
-        answer = _error(request, 405, f"Method {request.method} not allowed here; allowed: {allowed}.")
-        answer["Allow"] = allowed
-        return answer
-
-    return wrapped
-
-
-@csrf_exempt
-def _no_such_route(request: HttpRequest, path: str) -> HttpResponse:
-    return JsonResponse({"error": f"No such route: {request.path}."}, status=404)
-
-
-def api_urls() -> tuple[list, str, str]:
-    """The API's URL patterns for `include`, every answer under the prefix in JSON."""
-    patterns, app_name, namespace = api.urls
-    wrapped = [
-        URLPattern(p.pattern, _json_method_not_allowed(p.callback), p.default_args, p.name) for p in patterns
-    ]
-    return [*wrapped, re_path(r"^(?P<path>.*)$", _no_such_route)], app_name, namespace

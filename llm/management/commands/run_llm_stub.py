@@ -1,31 +1,40 @@
-"""Run stub LLM work for a tenant and print what was recorded.
-
-In-process by default, through Celery's own execution path (`Task.apply`), so no broker or
-worker is needed; `--via-broker` enqueues the same tasks and waits for a worker to run them.
-
-The tasks return ids and status only (`llm.payloads.task_receipt`); what the report says
-about costs it reads from the database, inside the tenant, by the request ids it sent.
-"""
+"""Run stub LLM work for a tenant and print what was recorded: in-process by default, through
+Celery's own execution path (`Task.apply`), so no broker or worker is needed; `--via-broker`
+enqueues the same tasks and waits for a worker. Tasks return ids and status only; the costs
+reported are read from the database, inside the tenant, by the request ids sent."""
 
 import logging
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from celery import current_app
 from celery.exceptions import TimeoutError as ResultTimeout
 from django.core.management.base import BaseCommand, CommandError
 from django.db import Error as DBError
-from django.db import InterfaceError, OperationalError, connections
+from django.db import connections
 
 from llm import selectors
+from llm.management.stub_run import (
+    DATABASE_UNAVAILABLE,
+    DEMO_TENANT_NAME,
+    DONE,
+    FAILED,
+    NOT_DONE,
+    Job,
+    Outcome,
+    WithoutTraceback,
+    example_prompt,
+    format_table,
+    month_to_date_lines,
+    one_line,
+    run_failure,
+)
 from llm.models import Tenant
 from llm.money import format_micros
-from llm.payloads import ENDPOINTS, Endpoint, LLMTaskPayload, task_arguments
+from llm.payloads import ENDPOINTS, LLMTaskPayload, task_arguments
 from llm.services import (
     BATCH_ENDPOINTS,
     AmbiguousTenant,
@@ -38,82 +47,6 @@ from llm.services import (
 from llm.tasks import LLM_TASKS, record_calls_batch
 from skeldir.celery_broker import broker_kind
 from skeldir.tenancy import tenant_context
-
-DEMO_TENANT_NAME = "Demo tenant"
-QUESTIONS = [
-    "Why is Google Ads underperforming this month?",
-    "Why did Meta Ads conversions drop after the 12th?",
-    "Why is email revenue up while its spend is flat?",
-]
-# A task failing with one of these (after its retries) means the database stopped answering:
-# every further call would fail the same way, so the run stops there.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
-WORKER_COMMAND = "./dev worker (celery -A skeldir worker -Q llm)"
-
-
-def example_prompt(endpoint: Endpoint, index: int) -> dict:
-    if endpoint == "route":
-        return {"request": f"Which report explains last week's ROAS change? (#{index})"}
-    if endpoint == "explanation":
-        return {"metric": "roas", "channel": "google_ads", "period": f"week {index % 52 + 1}"}
-    if endpoint == "investigation":
-        return {"question": QUESTIONS[index % len(QUESTIONS)]}
-    return {
-        "total_budget_cents": 1_000_000 + 10_000 * (index % 10),
-        "channels": {"google_ads": 3.1, "meta_ads": 2.4, "tiktok_ads": 1.2, "email": 0.8},
-    }
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, indent: str = "") -> list[str]:
-    """Lines of a table whose columns are as wide as their widest cell and two spaces apart
-    (so amounts of any size stay apart): the first column left-aligned, the others right."""
-    cells = [[str(cell) for cell in row] for row in [headers, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        first, *rest = row
-        aligned = [cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True)]
-        lines.append(indent + "  ".join([first.ljust(widths[0]), *aligned]).rstrip())
-    return lines
-
-
-def one_line(error: BaseException) -> str:
-    """`Type: first line of the message`, for a one-line error instead of a traceback."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-class _WithoutTraceback(logging.Filter):
-    """Celery's log line for a task that failed in this process, kept to its one line: the
-    report below says what failed (`--traceback` or `--verbosity 2` keep the tracebacks)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.exc_info = None
-        record.exc_text = None
-        return True
-
-
-@dataclass(frozen=True)
-class Job:
-    kind: Endpoint
-    arguments: dict  # what Task.apply / apply_async take
-    request_ids: tuple[str, ...]  # the calls it carries: one, or a batch's
-
-
-# What became of a job: done (its receipt), failed (its exception), or not done (still
-# queued on the broker, or never run because the database had stopped answering).
-DONE, FAILED, NOT_DONE = "done", "failed", "not done"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    job: Job
-    state: str
-    value: object = None
-
-    @property
-    def calls(self) -> int:
-        return len(self.job.request_ids)
 
 
 class Command(BaseCommand):
@@ -147,7 +80,7 @@ class Command(BaseCommand):
         task_logger = logging.getLogger("skeldir.task")
         trace_logger = logging.getLogger("celery.app.trace")
         level = task_logger.level
-        one_line_per_task = _WithoutTraceback()
+        one_line_per_task = WithoutTraceback()
         if options["verbosity"] < 2:
             # Each in-process task logs a line of its own; the report below says it all.
             task_logger.setLevel(logging.WARNING)
@@ -394,17 +327,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{forced} call(s) failed as asked (--force-failure); {outcome}.")
 
         if month is not None:
-            self.stdout.write(f"\n{tenant.name}, {month:%Y-%m} to date:")
-            if row is None:
-                self.stdout.write("  no calls recorded this month")
-            else:
-                self.stdout.write(f"  {row.total_calls} calls, {format_micros(row.total_cost_micros)}")
-                breakdown = [
-                    [model, entry["calls"], format_micros(entry["cost_micros"])]
-                    for model, entry in sorted(row.model_breakdown.items())
-                ]
-                for line in format_table(["model", "calls", "cost"], breakdown, indent="  "):
-                    self.stdout.write(line)
+            for line in month_to_date_lines(tenant.name, month, row):
+                self.stdout.write(line)
 
         self._raise_for_failures(
             recorded=sum(recorded.values()),
@@ -415,49 +339,10 @@ class Command(BaseCommand):
             timeout=options["timeout"],
         )
 
-    def _raise_for_failures(
-        self,
-        *,
-        recorded: int,
-        failed: int,
-        not_done: int,
-        recorded_despite_failure: int,
-        costs_read: bool,
-        timeout: float,
-    ) -> None:
+    def _raise_for_failures(self, **counts) -> None:
         """The one-line error the command ends with, if the run did not do what was asked."""
-        if self.unavailable is not None:
-            what, error = self.unavailable
-            if not costs_read:
-                self.stdout.write(
-                    f"Costs and the month to date could not be read: the {what} is unavailable."
-                )
-            raise CommandError(
-                f"The {what} became unavailable ({one_line(error)}): {recorded} call(s) were recorded "
-                f"before that, {failed} failed and {not_done} were not done."
-            )
-        if not_done:
-            broker = broker_kind(current_app.conf.broker_url)
-            self.stdout.write(
-                f"\n{not_done} call(s) still queued after {timeout:g}s: no worker on the {broker} broker "
-                "finished them.\nThey stay queued and are recorded when a worker takes them: start one "
-                f"with {WORKER_COMMAND},\nwith the same CELERY_BROKER_URL as this command (README, "
-                '"Broker and workers"), or run without --via-broker.'
-            )
-            raise CommandError(
-                f"{not_done} call(s) still queued on the {broker} broker after {timeout:g}s; "
-                "start a worker: ./dev worker"
-            )
-        if recorded_despite_failure:
-            raise CommandError(
-                f"{recorded_despite_failure} call(s) were recorded although their task failed: a bug."
-            )
-        if failed:
-            raise CommandError("Some calls failed; see above. Failed calls recorded nothing.")
-
-
-def _cost_cell(costs: dict | None, kind: str) -> str:
-    """A kind's recorded cost for the summary; `unknown` when the database could not be read."""
-    if costs is None:
-        return "unknown"
-    return format_micros(costs[kind].cost_micros if kind in costs else 0)
+        explanation, error = run_failure(unavailable=self.unavailable, **counts)
+        if explanation:
+            self.stdout.write(explanation)
+        if error:
+            raise CommandError(error)
