@@ -102,3 +102,11 @@ def price_in_force(model: str, *, at: datetime.datetime | None = None) -> Price:
             f"Unknown model {model!r}: it has no price in the catalogue; nothing was recorded."
         )
     raise NoPriceInForce(f"Model {model!r} has no price in force at {at.isoformat()}; nothing was recorded.")
+
+
+def prices_in_force_between(model: str, *, start: datetime.datetime, end: datetime.datetime) -> list[Price]:
+    """The model's prices in force at some time in [start, end): the one at `start` (or
+    NoPriceInForce) and any scheduled to begin before `end`."""
+    first = price_in_force(model, at=start)
+    later = [p for p in CATALOGUE.prices_of(model) if start < p.valid_from < end]
+    return [first, *later]

@@ -176,13 +176,30 @@ RESERVE_BUDGET_SQL = """
     RETURNING cap_micros, cap_micros - spent_micros - reserved_micros + %(estimate)s
 """
 
+# The calls whose cost counts in a budget period: those admitted in it (a settled
+# reservation held there), and those recorded in it without one (before the tenant had a
+# budget, or by batched ingest). A call admitted just before a period ends counts where it
+# was admitted, even if it is recorded after: the cap that admitted it is the one it is
+# charged to. (Reservations settle within their lease, so a day past the period's end
+# covers every late one.)
+_ATTRIBUTED_SPENT_SQL = """
+    SELECT coalesce(sum(c.cost_micros), 0)::bigint
+      FROM llm_api_calls c
+      LEFT JOIN llm_budget_reservations r
+        ON r.tenant_id = c.tenant_id AND r.request_id = c.request_id AND r.endpoint = c.endpoint
+       AND r.status = 'settled'
+     WHERE c.created_at >= {start}::timestamptz AND c.created_at < ({end})::timestamptz + interval '1 day'
+       AND coalesce(CASE {period}::text WHEN 'month' THEN r.month_start ELSE r.hour_start END,
+                    date_trunc({period}::text, c.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+           = {start}::timestamptz
+"""
+
 # A period's first state, with what the tenant has already spent in it (a budget set mid-month
 # counts the month so far). Concurrent first callers: one inserts, the rest find it.
-CREATE_BUDGET_STATE_SQL = """
+CREATE_BUDGET_STATE_SQL = f"""
     INSERT INTO llm_budget_state (tenant_id, period, period_start, cap_micros, spent_micros)
-    SELECT %(tenant_id)s, %(period)s, %(period_start)s, %(cap)s, coalesce(sum(cost_micros), 0)
-      FROM llm_api_calls
-     WHERE created_at >= %(period_start)s AND created_at < %(period_end)s
+    VALUES (%(tenant_id)s, %(period)s, %(period_start)s, %(cap)s, (
+        {_ATTRIBUTED_SPENT_SQL.format(start="%(period_start)s", end="%(period_end)s", period="%(period)s")}))
     ON CONFLICT (tenant_id, period, period_start) DO NOTHING
 """
 
@@ -199,17 +216,14 @@ FINISH_RESERVATION_SQL = """
     RETURNING before.status, r.estimate_micros, r.month_start, r.hour_start
 """
 
-# Settle one period: add the call's actual cost where its created_at falls, and take back the
-# reservation's estimate where it was held (the same row, except across a period boundary).
+# Settle a call on the period that admitted it: spent += its actual cost, reserved -= its
+# estimate (0 when the lease sweep had released it already).
 SETTLE_BUDGET_PERIOD_SQL = """
-    UPDATE llm_budget_state SET
-        spent_micros = spent_micros + CASE WHEN period_start = %(call_start)s THEN %(actual)s ELSE 0 END,
-        reserved_micros = reserved_micros
-            - CASE WHEN period_start = %(reserved_start)s THEN %(estimate)s ELSE 0 END,
-        updated_at = statement_timestamp()
-     WHERE tenant_id = %(tenant_id)s AND period = %(period)s
-       AND period_start IN (%(call_start)s, %(reserved_start)s)
-    RETURNING period_start, spent_micros, cap_micros
+    UPDATE llm_budget_state SET spent_micros = spent_micros + %(actual)s,
+                                reserved_micros = reserved_micros - %(estimate)s,
+                                updated_at = statement_timestamp()
+     WHERE tenant_id = %(tenant_id)s AND period = %(period)s AND period_start = %(period_start)s
+    RETURNING spent_micros, cap_micros
 """
 
 # Give a released reservation's estimate back to a period.
@@ -219,23 +233,28 @@ RELEASE_BUDGET_PERIOD_SQL = """
      WHERE tenant_id = %(tenant_id)s AND period = %(period)s AND period_start = %(period_start)s
 """
 
-# Periods of the tenant in force whose state disagrees with the calls and open reservations
-# (one snapshot, as the cost drift above). Spent is the period's calls; reserved, the
-# estimates of its open reservations.
-BUDGET_DRIFT_SQL = """
+# Periods of the tenant in force whose state disagrees with the calls counted in them (as
+# above) and their open reservations, in one snapshot as the cost drift above. Months before
+# hours: repairs lock them in the order admission does.
+_STATE_PERIOD_END_SQL = (
+    "s.period_start + CASE s.period WHEN 'month' THEN interval '1 month' ELSE interval '1 hour' END"
+)
+BUDGET_DRIFT_SQL = f"""
     SELECT s.period, s.period_start, s.spent_micros, s.reserved_micros, a.spent, r.reserved
       FROM llm_budget_state s
-     CROSS JOIN LATERAL (
-           SELECT coalesce(sum(c.cost_micros), 0)::bigint AS spent FROM llm_api_calls c
-            WHERE c.created_at >= s.period_start
-              AND c.created_at < s.period_start
-                  + CASE s.period WHEN 'month' THEN interval '1 month' ELSE interval '1 hour' END) a
+     CROSS JOIN LATERAL ({
+    _ATTRIBUTED_SPENT_SQL.format(
+        start="s.period_start",
+        end=_STATE_PERIOD_END_SQL,
+        period="s.period",
+    )
+}) AS a(spent)
      CROSS JOIN LATERAL (
            SELECT coalesce(sum(estimate_micros), 0)::bigint AS reserved FROM llm_budget_reservations o
             WHERE o.status = 'reserved'
               AND CASE s.period WHEN 'month' THEN o.month_start ELSE o.hour_start END = s.period_start) r
      WHERE s.spent_micros <> a.spent OR s.reserved_micros <> r.reserved
-     ORDER BY s.period, s.period_start
+     ORDER BY s.period = 'hour', s.period_start
 """
 
 # Repair a period's state by the differences found in one snapshot: adding them, not setting
@@ -266,7 +285,7 @@ INSERT_BUDGET_ALERT_SQL = """
 # open or settled (a redelivery), in one round trip.
 BUDGET_FOR_ADMISSION_SQL = """
     SELECT b.monthly_cap_micros, b.hourly_cap_micros, b.thresholds, b.on_exceed, b.fallback_models,
-           statement_timestamp(), r.model, r.month_start
+           statement_timestamp(), r.model, r.month_start, r.estimate_micros, r.created_at
       FROM llm_budgets b
       LEFT JOIN llm_budget_reservations r
         ON r.request_id = %(request_id)s AND r.endpoint = %(endpoint)s AND r.status <> 'released'
@@ -294,4 +313,21 @@ ADMIT_SQL = """
         lease_expires_at = EXCLUDED.lease_expires_at, finished_at = NULL
      WHERE r.status = 'released'
     RETURNING r.id
+"""
+
+# Repairs of one tenant's books wait for each other (a transaction-scoped advisory lock keyed
+# by the tenant): two concurrent `--fix` runs would otherwise both add the same difference.
+RECONCILIATION_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('skeldir.reconcile'), hashtext(%s))"
+
+# Before a reservation is finished: the state rows of its periods, locked month before hour.
+# Admission locks the states first and then the reservation; finishing in the same order is
+# what keeps a settling worker and an admitting request of the same call from deadlocking.
+LOCK_RESERVATION_PERIODS_SQL = """
+    SELECT s.id FROM llm_budget_state s
+      JOIN llm_budget_reservations r
+        ON r.request_id = %(request_id)s AND r.endpoint = %(endpoint)s
+       AND ((s.period = 'month' AND s.period_start = r.month_start)
+            OR (s.period = 'hour' AND s.period_start = r.hour_start))
+     ORDER BY s.period = 'hour'
+       FOR UPDATE OF s
 """

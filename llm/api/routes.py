@@ -44,6 +44,7 @@ from llm.api.schemas import (
 from llm.models import BudgetOptimizationJob, Investigation
 from llm.money import format_micros
 from llm.payloads import InvalidPayload
+from llm.services.budgets import ConcurrentAdmission
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,12 @@ def _budget_exceeded(request, exc: services.BudgetExceeded):
     return response
 
 
+@api.exception_handler(ConcurrentAdmission)
+def _concurrent_admission(request, exc):
+    # The same Idempotency-Key in flight twice at once: one wins, this one may retry.
+    return error_response(request, 409, "A request with this Idempotency-Key is being handled; retry it.")
+
+
 @api.exception_handler(InvalidPayload)
 def _invalid_payload(request, exc: InvalidPayload):
     return _rejected(request, exc, 400, str(exc), exc.fields)
@@ -156,7 +163,7 @@ UNAUTHENTICATED = {401: Error}  # every route: a missing, malformed or unknown k
 NOT_FOUND = {404: Error}
 BAD_REQUEST = {400: Error}
 # Every POST: bad input, a body over DATA_UPLOAD_MAX_MEMORY_SIZE, and a tenant budget spent.
-POST_ERRORS = {**BAD_REQUEST, **UNAUTHENTICATED, 413: Error, 429: BudgetExceededError}
+POST_ERRORS = {**BAD_REQUEST, **UNAUTHENTICATED, 409: Error, 413: Error, 429: BudgetExceededError}
 
 
 def _max_cost(body: RequestBody) -> int:

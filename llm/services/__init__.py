@@ -34,7 +34,7 @@ from llm.services.batch import (
     record_stub_calls_batch,
 )
 from llm.services.budget_settings import InvalidBudget, check_budget, remove_budget, set_budget
-from llm.services.budgets import BudgetExceeded, admit_call
+from llm.services.budgets import BudgetExceeded, ReservationMismatch, admit_call
 from llm.services.dispatch import enqueue_on_commit
 from llm.services.errors import (
     AmbiguousTenant,
@@ -74,6 +74,7 @@ __all__ = [
     "ReconciliationReport",
     "RecordedBatch",
     "RecordedCall",
+    "ReservationMismatch",
     "UnknownJob",
     "UnknownTenant",
     "add_to_monthly_costs",

@@ -262,5 +262,6 @@ def configure_alerts(*, tenant_id: uuid.UUID, email: str | None, webhook_url: st
         secret = new_webhook_secret() if webhook_url else ""
         updates["webhook_secret"] = secret
     if updates:
-        Tenant.objects.filter(id=tenant_id).update(updated_at=Now(), **updates)
+        with tenant_context(tenant_id):  # the directory's rows are updated inside their tenant
+            Tenant.objects.filter(id=tenant_id).update(updated_at=Now(), **updates)
     return secret or None

@@ -6,10 +6,13 @@ already admitted still settle)."""
 import uuid
 from collections.abc import Sequence
 
+from django.db.models.functions import Now
+
 from llm import prices
 from llm.models import Budget, BudgetPeriod, BudgetState, OnExceed, Tenant
 from llm.payloads import InvalidPayload
 from llm.services.budgets import hour_start, month_start
+from llm.services.reconciliation import repair_budget_states
 from skeldir.tenancy import tenant_context
 
 
@@ -78,11 +81,12 @@ def set_budget(
                 "thresholds": sorted(thresholds),
                 "on_exceed": on_exceed,
                 "fallback_models": list(fallback_models),
+                "updated_at": Now(),
             },
         )
         budget.refresh_from_db(fields=["updated_at"])
         Tenant.objects.filter(id=tenant_id).update(budgeted=True)
-        # The periods in progress take the new caps at once (their spend stays what it is).
+        # The periods in progress take the new caps at once.
         BudgetState.objects.filter(
             period=BudgetPeriod.MONTH, period_start=month_start(budget.updated_at)
         ).update(cap_micros=monthly_cap_micros)
@@ -90,6 +94,9 @@ def set_budget(
             BudgetState.objects.filter(
                 period=BudgetPeriod.HOUR, period_start=hour_start(budget.updated_at)
             ).update(cap_micros=hourly_cap_micros)
+        # A state kept from an earlier budget missed what was spent while there was none:
+        # brought back to the calls it counts before the new budget admits anything.
+        repair_budget_states(tenant_id=tenant_id)
     return budget
 
 

@@ -100,13 +100,20 @@ class _Blocked(Exception):
         self.period, self.remaining = period, remaining
 
 
-def estimate_micros(*, model: str, usage: LLMUsage) -> int:
-    """The call's worst case: every input token uncached, the most output it may produce."""
-    return prices.call_cost_micros(
-        price=prices.price_in_force(model),
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=0,
-        output_tokens=usage.output_tokens,
+def estimate_micros(*, model: str, usage: LLMUsage, at: datetime.datetime | None = None) -> int:
+    """The call's worst case: every input token uncached, the most output it may produce, at
+    the dearest price the model has from `at` until the reservation's lease runs out (a price
+    change scheduled meanwhile would price the call when it is recorded)."""
+    at = at or datetime.datetime.now(datetime.UTC)
+    until = at + datetime.timedelta(seconds=settings.LLM_RESERVATION_LEASE_SECONDS)
+    return max(
+        prices.call_cost_micros(
+            price=price,
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=0,
+            output_tokens=usage.output_tokens,
+        )
+        for price in prices.prices_in_force_between(model, start=at, end=until)
     )
 
 
@@ -154,6 +161,10 @@ def _try_reserve(cursor, *, tenant_id: uuid.UUID, periods: list[_Period], estima
     return remaining[0]
 
 
+class ReservationMismatch(InvalidPayload):
+    """A request_id reused for a call dearer than the one it was admitted for."""
+
+
 class ConcurrentAdmission(OperationalError):
     """Two deliveries of one call were admitted at once: this one rolls back (its
     reservation with it) and is retried, and then finds the other's reservation."""
@@ -188,9 +199,18 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
             now,
             reserved_model,
             reserved_month,
+            reserved_estimate,
+            reserved_at,
         ) = row
         thresholds = tuple(sorted(thresholds))
         if reserved_model is not None:  # a redelivery or retry: its own reservation, extended
+            if estimate_micros(model=reserved_model, usage=usage, at=reserved_at) > reserved_estimate:
+                # The same request_id for a bigger call: it would settle beyond what was admitted.
+                raise ReservationMismatch(
+                    f"request_id {request_id!r} was admitted for a smaller {endpoint} call; a different "
+                    "request needs its own request_id (Idempotency-Key). Nothing was recorded.",
+                    fields={"request_id": "already used for a different, smaller request"},
+                )
             BudgetReservation.objects.filter(request_id=request_id, endpoint=endpoint).update(
                 lease_expires_at=Now() + datetime.timedelta(seconds=settings.LLM_RESERVATION_LEASE_SECONDS)
             )
@@ -201,11 +221,11 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
         candidates = [usage.model]
         if on_exceed == OnExceed.FALLBACK:
             candidates += [m for m in fallback_models if m != usage.model]
-        requested_estimate = estimate_micros(model=usage.model, usage=usage)  # unknown model: raises
+        requested_estimate = estimate_micros(model=usage.model, usage=usage, at=now)  # unknown model: raises
         block: _Blocked | None = None
         for candidate in candidates:
             try:
-                estimate = estimate_micros(model=candidate, usage=usage)
+                estimate = estimate_micros(model=candidate, usage=usage, at=now)
                 remaining = _try_reserve(cursor, tenant_id=tenant_id, periods=periods, estimate=estimate)
             except prices.NoPriceInForce:
                 continue  # a fallback without a price is skipped, never free

@@ -33,6 +33,8 @@ def reconcile_monthly_costs(*, fix: bool = False) -> ReconciliationReport:
     report = ReconciliationReport(fixed=fix)
     for tenant_id in selectors.iter_tenant_ids():
         with tenant_context(tenant_id):
+            if fix:
+                _lock_repairs(tenant_id)
             drifts = selectors.find_monthly_cost_drift()
             for drift in drifts:
                 logger.warning(
@@ -76,6 +78,23 @@ def reconcile_monthly_costs(*, fix: bool = False) -> ReconciliationReport:
         report.drifts.extend((tenant_id, drift) for drift in drifts)
         report.budget_drifts.extend((tenant_id, drift) for drift in budget_drifts)
     return report
+
+
+def _lock_repairs(tenant_id: uuid.UUID) -> None:
+    """One repair of a tenant at a time, until the transaction ends: two repairs reading the
+    same drift would each add the difference. Taken before the drift is read."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql.RECONCILIATION_LOCK_SQL, [str(tenant_id)])
+
+
+def repair_budget_states(*, tenant_id: uuid.UUID) -> list[BudgetDrift]:
+    """Inside the tenant: bring its budget states back to the calls and open reservations
+    they count (set_budget runs it; reconciliation's --fix does the same)."""
+    _lock_repairs(tenant_id)
+    drifts = selectors.find_budget_drift()
+    for drift in drifts:
+        adjust_budget_state(tenant_id=tenant_id, drift=drift)
+    return drifts
 
 
 def adjust_budget_state(*, tenant_id: uuid.UUID, drift: BudgetDrift) -> None:

@@ -2,11 +2,12 @@
 
 - `settle_call`, in the call's own transaction (call row, monthly upsert): the reservation
   settled once (a redelivery finds it settled and adds nothing), spent increased by the actual
-  cost in the call's periods and the estimate taken back where it was held, and the month's
+  cost and the estimate taken back on the periods that admitted the call (a call admitted just
+  before a period ends is charged to that period, whose cap admitted it), and the month's
   threshold alerts crossed by it written.
 - `release_call`, in a transaction of its own, for a call that failed for good.
-- `sweep_expired_reservations` (beat) settles or releases reservations whose worker died,
-  once their lease (LLM_RESERVATION_LEASE_SECONDS, longer than the task time limit) ran out.
+- `sweep_expired_reservations` (beat) releases reservations whose worker died, once their
+  lease (LLM_RESERVATION_LEASE_SECONDS, longer than the task time limit) ran out.
 """
 
 import datetime
@@ -17,9 +18,9 @@ from django.db import connection
 from django.db.models.functions import Now
 
 from llm import selectors, sql
-from llm.models import Budget, BudgetPeriod, BudgetReservation, LLMApiCall, ReservationStatus
+from llm.models import BudgetPeriod, BudgetReservation, ReservationStatus
 from llm.services import alerts
-from llm.services.accounting import RecordedCall, call_transaction
+from llm.services.accounting import RecordedCall
 from llm.services.budgets import Admission, hour_start, month_start
 from skeldir.tenancy import tenant_context
 
@@ -29,11 +30,20 @@ logger = logging.getLogger(__name__)
 def settle_call(
     *, tenant_id: uuid.UUID, request_id: str, endpoint: str, call: RecordedCall, admission: Admission | None
 ) -> None:
-    """In the call's transaction: its reservation settled at the actual cost, once (a
-    redelivery finds it settled and adds nothing), and the month's threshold alerts."""
+    """In the call's transaction: its reservation settled at the actual cost on the periods
+    that admitted it, once, and the month's threshold alerts crossed by it.
+
+    A call that was recorded before (`call.created` False) is counted already: a redelivery
+    finds its reservation settled and adds nothing; a call first recorded without a
+    reservation (before the tenant had a budget, or by batched ingest) releases this one.
+    """
     if admission is None:
         return
+    if not call.created:
+        _release(tenant_id=tenant_id, request_id=request_id, endpoint=endpoint)
+        return
     with connection.cursor() as cursor:
+        _lock_periods(cursor, request_id=request_id, endpoint=endpoint)
         cursor.execute(
             sql.FINISH_RESERVATION_SQL,
             {
@@ -47,36 +57,22 @@ def settle_call(
         )
         row = cursor.fetchone()
         if row is None:
-            return  # settled before: this is a redelivery of a recorded call
+            return
         was, estimate, reserved_month, reserved_hour = row
         if was != ReservationStatus.RESERVED:
             estimate = 0  # released by the lease sweep: its estimate was given back already
         month = _settle_period(
-            cursor,
-            tenant_id,
-            BudgetPeriod.MONTH,
-            month_start(call.created_at),
-            reserved_month,
-            call.cost_micros,
-            estimate,
+            cursor, tenant_id, BudgetPeriod.MONTH, reserved_month, call.cost_micros, estimate
         )
         if reserved_hour is not None:
-            _settle_period(
-                cursor,
-                tenant_id,
-                BudgetPeriod.HOUR,
-                hour_start(call.created_at),
-                reserved_hour,
-                call.cost_micros,
-                estimate,
-            )
+            _settle_period(cursor, tenant_id, BudgetPeriod.HOUR, reserved_hour, call.cost_micros, estimate)
     if month is not None:
         alerts.record_threshold_alerts(
             tenant_id=tenant_id,
-            month_start=month[0],
-            spent_before=month[1] - call.cost_micros,
-            spent_after=month[1],
-            cap=month[2],
+            month_start=reserved_month,
+            spent_before=month[0] - call.cost_micros,
+            spent_after=month[0],
+            cap=month[1],
             thresholds=admission.thresholds,
         )
 
@@ -89,35 +85,32 @@ def count_unreserved_spend(
     budget's periods all the same, and the thresholds it crosses alerted, so no path's spend
     escapes the budget. A period with no state yet counts them when its state is created."""
     with connection.cursor() as cursor:
-        month = _settle_period(
-            cursor, tenant_id, BudgetPeriod.MONTH, month_start(at), month_start(at), cost_micros, 0
-        )
-        _settle_period(cursor, tenant_id, BudgetPeriod.HOUR, hour_start(at), hour_start(at), cost_micros, 0)
+        month = _settle_period(cursor, tenant_id, BudgetPeriod.MONTH, month_start(at), cost_micros, 0)
+        _settle_period(cursor, tenant_id, BudgetPeriod.HOUR, hour_start(at), cost_micros, 0)
     if month is not None:
         alerts.record_threshold_alerts(
             tenant_id=tenant_id,
-            month_start=month[0],
-            spent_before=month[1] - cost_micros,
-            spent_after=month[1],
-            cap=month[2],
+            month_start=month_start(at),
+            spent_before=month[0] - cost_micros,
+            spent_after=month[0],
+            cap=month[1],
             thresholds=thresholds,
         )
 
 
-def _settle_period(cursor, tenant_id, period, call_start, reserved_start, actual, estimate):
-    """Returns (period_start, spent, cap) of the call's own period, if it has a state."""
+def _settle_period(cursor, tenant_id, period, period_start, actual, estimate) -> tuple[int, int] | None:
+    """Returns the period's (spent, cap) after, if it has a state."""
     cursor.execute(
         sql.SETTLE_BUDGET_PERIOD_SQL,
         {
             "tenant_id": tenant_id,
             "period": period,
-            "call_start": call_start,
-            "reserved_start": reserved_start,
+            "period_start": period_start,
             "actual": actual,
             "estimate": estimate,
         },
     )
-    return next((row for row in cursor.fetchall() if row[0] == call_start), None)
+    return cursor.fetchone()
 
 
 def release_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str) -> bool:
@@ -127,8 +120,13 @@ def release_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str) -> boo
         return _release(tenant_id=tenant_id, request_id=request_id, endpoint=endpoint)
 
 
+def _lock_periods(cursor, *, request_id: str, endpoint: str) -> None:
+    cursor.execute(sql.LOCK_RESERVATION_PERIODS_SQL, {"request_id": request_id, "endpoint": endpoint})
+
+
 def _release(*, tenant_id, request_id, endpoint) -> bool:
     with connection.cursor() as cursor:
+        _lock_periods(cursor, request_id=request_id, endpoint=endpoint)
         cursor.execute(
             sql.FINISH_RESERVATION_SQL,
             {
@@ -154,46 +152,24 @@ def _release(*, tenant_id, request_id, endpoint) -> bool:
 
 
 def sweep_expired_reservations() -> dict[str, int]:
-    """Reservations still open after their lease (their worker died between reserving and
-    settling): settled at the recorded call's cost if the call was recorded, else released.
-    The lease outlasts the task time limit, so a live worker has always finished with its
-    reservation before it expires."""
-
-    swept = {"settled": 0, "released": 0}
+    """Reservations still open after their lease: their worker died between reserving and
+    recording (a call is recorded and settled in one transaction, so an open reservation's
+    call was not recorded through it), so the estimate is given back. The lease outlasts the
+    task time limit: a live worker has always finished with its reservation before it
+    expires, and should a redelivery record the call later, it is counted then."""
+    released = 0
     for tenant_id in selectors.iter_tenant_ids():
         with tenant_context(tenant_id):
             expired = list(
                 BudgetReservation.objects.filter(
                     status=ReservationStatus.RESERVED, lease_expires_at__lt=Now()
                 )
-                .values_list("request_id", "endpoint")
                 .order_by("created_at")
+                .values_list("request_id", "endpoint")
             )
-            thresholds = tuple(sorted(Budget.objects.values_list("thresholds", flat=True).first() or ()))
         for request_id, endpoint in expired:
-            with call_transaction(tenant_id):
-                recorded = (
-                    LLMApiCall.objects.filter(request_id=request_id, endpoint=endpoint)
-                    .values_list("id", "created_at", "cost_micros", "price_id")
-                    .first()
-                )
-                if recorded is None:
-                    swept["released"] += _release(
-                        tenant_id=tenant_id, request_id=request_id, endpoint=endpoint
-                    )
-                    continue
-                call = RecordedCall(recorded[0], False, *recorded[1:])
-                admission = Admission(
-                    model="", month_start=month_start(call.created_at), thresholds=thresholds
-                )
-                settle_call(
-                    tenant_id=tenant_id,
-                    request_id=request_id,
-                    endpoint=endpoint,
-                    call=call,
-                    admission=admission,
-                )
-                swept["settled"] += 1
+            with tenant_context(tenant_id):
+                released += _release(tenant_id=tenant_id, request_id=request_id, endpoint=endpoint)
         if expired:
-            logger.warning("tenant %s: %s expired reservation(s) swept: %s", tenant_id, len(expired), swept)
-    return swept
+            logger.warning("tenant %s: %s expired reservation(s) released", tenant_id, len(expired))
+    return {"released": released}

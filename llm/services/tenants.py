@@ -10,6 +10,7 @@ from django.db.models.functions import Now
 from llm.api_keys import generate_api_key, hash_api_key
 from llm.models import Tenant
 from llm.services.errors import AmbiguousTenant, UnknownTenant
+from skeldir.tenancy import tenant_context
 
 
 def create_tenant(
@@ -66,9 +67,10 @@ def rotate_api_key(*, tenant_id: uuid.UUID) -> str:
     The previous key stops working as soon as this commits: requests look the key up each time.
 
     The runtime role may update exactly `api_key_hash` and `updated_at` of `tenants`
-    (migration runtime_may_rotate_api_keys), nothing else of the directory."""
+    (migration runtime_may_rotate_api_keys), and only of the tenant in force (RLS on updates,
+    migration tenant_updates_sealed), nothing else of the directory."""
     api_key = generate_api_key()
-    with transaction.atomic():
+    with tenant_context(tenant_id):
         rotated = Tenant.objects.filter(id=tenant_id).update(
             api_key_hash=hash_api_key(api_key), updated_at=Now()
         )

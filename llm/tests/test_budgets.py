@@ -256,7 +256,7 @@ def test_the_lease_sweep_releases_a_dead_workers_reservation_and_a_late_call_is_
     services.admit_call(tenant_id=tenant_a.id, request_id="dies", endpoint="route", usage=usage)
     assert month_state(tenant_a).reserved_micros == COST  # the worker died here
     expire_reservations(tenant_a)
-    assert services.sweep_expired_reservations() == {"settled": 0, "released": 1}
+    assert services.sweep_expired_reservations() == {"released": 1}
     assert month_state(tenant_a).reserved_micros == 0
     route_request(payload(tenant_a, "dies"))  # the message redelivered: admitted again, once
     state = month_state(tenant_a)
@@ -264,26 +264,102 @@ def test_the_lease_sweep_releases_a_dead_workers_reservation_and_a_late_call_is_
     assert calls_total(tenant_a) == (1, COST)
 
 
-def test_the_lease_sweep_settles_a_reservation_whose_call_was_recorded(tenant_a):
+def test_a_call_recorded_before_its_tenant_had_a_budget_is_not_charged_again(tenant_a, api_client):
+    """Review F4: the same key recorded unbudgeted, then repeated once a budget exists."""
+    route_request(payload(tenant_a, "before-the-budget"))
     set_budget(tenant_id=tenant_a.id, monthly_cap_micros=10 * COST)
-    p = payload(tenant_a, "recorded-then-died")
-    usage = services.workers.stub_usage(p, "route")[0]
-    services.admit_call(tenant_id=tenant_a.id, request_id="recorded-then-died", endpoint="route", usage=usage)
-    with services.accounting.call_transaction(tenant_a.id):  # the call, recorded without settling
-        call = services.record_api_call(
-            tenant_id=tenant_a.id, endpoint="route", request_id="recorded-then-died", usage=usage
-        )
-        services.record_monthly_costs(
-            tenant_id=tenant_a.id,
-            month=call.month,
-            model_label=usage.model,
-            cost_micros=call.cost_micros,
-            calls=1,
-        )
-    expire_reservations(tenant_a)
-    assert services.sweep_expired_reservations() == {"settled": 1, "released": 0}
+    again = route_request(payload(tenant_a, "before-the-budget"))
+    assert again.recorded is False
+    state = month_state(tenant_a)
+    assert (state.spent_micros, state.reserved_micros) == (COST, 0) == (calls_total(tenant_a)[1], 0)
+    with tenant_context(tenant_a.id):
+        assert BudgetReservation.objects.get().status == ReservationStatus.RELEASED
+
+
+def test_a_request_id_reused_for_a_bigger_call_is_refused(tenant_a):
+    """Review F1: one key, a small call admitted, then a bigger one sent under the same key."""
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=2 * COST)
+    small = payload(tenant_a, "one-key")
+    usage = services.workers.stub_usage(small, "route")[0]
+    services.admit_call(tenant_id=tenant_a.id, request_id="one-key", endpoint="route", usage=usage)
+    with pytest.raises(services.ReservationMismatch, match="admitted for a smaller route call"):
+        route_request(payload(tenant_a, "one-key", cost=200 * COST))
+    route_request(small)  # the call admitted is recorded, once
     state = month_state(tenant_a)
     assert (state.spent_micros, state.reserved_micros) == (COST, 0)
+
+
+def test_changing_a_budget_moves_the_cap_of_the_month_in_progress(tenant_a):
+    """Review F9: a budget set in an earlier period, changed now."""
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=100 * COST)
+    route_request(payload(tenant_a))
+    with tenant_context(tenant_a.id, using="owner"), connections["owner"].cursor() as cursor:
+        cursor.execute("UPDATE llm_budgets SET updated_at = updated_at - interval '40 days'")
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=COST)
+    assert month_state(tenant_a).cap_micros == COST
+    with pytest.raises(BudgetExceeded):
+        route_request(payload(tenant_a))
+
+
+def test_a_budget_removed_and_set_again_counts_what_was_spent_meanwhile(tenant_a):
+    """Review F2."""
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=4 * COST)
+    route_request(payload(tenant_a))
+    services.remove_budget(tenant_id=tenant_a.id)
+    route_request(payload(tenant_a, cost=3 * COST))  # unbudgeted spend
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=4 * COST)
+    assert month_state(tenant_a).spent_micros == 4 * COST
+    with pytest.raises(BudgetExceeded):
+        route_request(payload(tenant_a))
+
+
+def test_a_call_admitted_before_a_period_ends_is_charged_to_that_period(tenant_a):
+    """Review F5: reserved in one hour, recorded in the next, it counts where it was admitted:
+    the next hour's cap admits its own calls in full."""
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=100 * COST, hourly_cap_micros=2 * COST)
+    p = payload(tenant_a, "straddles")
+    usage = services.workers.stub_usage(p, "route")[0]
+    services.admit_call(tenant_id=tenant_a.id, request_id="straddles", endpoint="route", usage=usage)
+    # The admission's hour becomes the previous one (as if it was admitted at hh:59:59).
+    with tenant_context(tenant_a.id, using="owner"), connections["owner"].cursor() as cursor:
+        cursor.execute(
+            "UPDATE llm_budget_state SET period_start = period_start - interval '1 hour'"
+            " WHERE period = 'hour'"
+        )
+        cursor.execute("UPDATE llm_budget_reservations SET hour_start = hour_start - interval '1 hour'")
+    route_request(p)  # recorded now, in the next hour
+    with tenant_context(tenant_a.id):
+        hours = dict(BudgetState.objects.filter(period="hour").values_list("period_start", "spent_micros"))
+    assert sorted(hours.values()) == [COST]  # charged to the hour that admitted it
+    route_request(payload(tenant_a))
+    route_request(payload(tenant_a))  # this hour's own cap: two calls
+    with pytest.raises(BudgetExceeded):
+        route_request(payload(tenant_a))
+    with tenant_context(tenant_a.id):
+        assert (
+            max(BudgetState.objects.filter(period="hour").values_list("spent_micros", flat=True)) == 2 * COST
+        )
+    call_command("reconcile_llm_costs")  # and the books agree
+
+
+def test_concurrent_requests_with_one_idempotency_key_get_202_or_409(
+    tenant_a, tenant_factory, run_tasks_eagerly
+):
+    """Review F6: never a 500."""
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=10 * COST)
+    key = tenant_factory.api_keys[tenant_a.id]
+    body = json.dumps({"prompt": {"model": "test-small", "q": 1}})
+
+    def post(i):
+        client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+        return client.post(
+            "/api/llm/route", body, content_type="application/json", headers={"Idempotency-Key": "same"}
+        )
+
+    statuses = {r.status_code for r in run_at_once(16, post)}
+    assert statuses <= {202, 409} and 202 in statuses
+    state = month_state(tenant_a)
+    assert (state.reserved_micros, calls_total(tenant_a)[0]) == (0, 1)
 
 
 def test_a_new_month_starts_from_nothing_and_keeps_last_months_history(tenant_a):

@@ -54,13 +54,14 @@ def test_rls_is_enabled_and_forced_on_exactly_the_tenant_tables():
     )
     protected = {name for name, enabled, forced in rows if enabled and forced}
     partly = {name for name, enabled, forced in rows if enabled != forced}
-    assert protected == TENANT_TABLES
+    assert protected == TENANT_TABLES | {"tenants"}
     assert partly == set()
 
 
 def test_one_policy_per_llm_table_with_the_tenant_predicate_for_using_and_check():
     rows = fetch(
-        "SELECT tablename, cmd, roles, qual, with_check FROM pg_policies WHERE schemaname = 'public'"
+        "SELECT tablename, cmd, roles, qual, with_check FROM pg_policies"
+        " WHERE schemaname = 'public' AND tablename <> 'tenants'"
     )
     assert sorted(r[0] for r in rows) == sorted(TENANT_TABLES)
     for table, command, roles, using, check in rows:
@@ -145,3 +146,25 @@ def test_runtime_role_cannot_create_temporary_tables():
     assert can_temp is False
     with pytest.raises(Exception, match="permission denied"), connection.cursor() as cursor:
         cursor.execute("CREATE TEMP TABLE smuggled (x int)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tenants_row_may_only_be_changed_inside_that_tenant(tenant_factory):
+    """Review F8: the directory is readable by all, but changing another tenant's key, alert
+    settings or budget marker from inside one tenant (or none) touches nothing."""
+    from skeldir.tenancy import tenant_context
+
+    a, b = tenant_factory.create(), tenant_factory.create()
+    for inside in (a.id, None):
+        with connection.cursor() as cursor:
+            if inside:
+                cursor.execute("SELECT set_config('app.current_tenant_id', %s, false)", [str(inside)])
+            cursor.execute(
+                "UPDATE tenants SET budgeted = true, webhook_url = 'http://evil' WHERE id = %s", [b.id]
+            )
+            assert cursor.rowcount == 0
+            cursor.execute("SELECT set_config('app.current_tenant_id', '', false)")
+    assert Tenant.objects.filter(id=b.id, budgeted=False, webhook_url="").exists()
+    with tenant_context(b.id), connection.cursor() as cursor:
+        cursor.execute("UPDATE tenants SET budgeted = true WHERE id = %s", [b.id])
+        assert cursor.rowcount == 1
