@@ -10,6 +10,7 @@ changes nothing), and nothing is ever backdated over a period calls may have use
 import datetime
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 
 from llm.models import ModelPrice
@@ -88,12 +89,22 @@ def _history_problem(
             f"its latest period starts at {history[-1].valid_from.isoformat()}; "
             "a new period must start after it"
         )
-    if any(row.valid_to is None for row in history) and price.valid_from < now:
+    lead = datetime.timedelta(seconds=price_change_lead_seconds())
+    if any(row.valid_to is None for row in history) and price.valid_from < now + lead:
         return None, (
-            f"{price.valid_from.isoformat()} is in the past, and calls may have been priced with the "
-            "period it would cut short"
+            f"{price.valid_from.isoformat()} is too soon: a new price takes effect at least "
+            f"{lead.total_seconds():.0f} s from now (every process's estimates must know it before a "
+            "call they admit can be recorded at it), and never in the past, where calls may have "
+            "been priced with the period it would cut short"
         )
     return None, None
+
+
+def price_change_lead_seconds() -> int:
+    """How far ahead a price change must be scheduled: a process's cached catalogue may be
+    LLM_PRICE_CACHE_SECONDS old, and a call it admits may be recorded up to a reservation's
+    lease later. A change this far ahead is in every estimate that could meet it."""
+    return settings.LLM_PRICE_CACHE_SECONDS + settings.LLM_RESERVATION_LEASE_SECONDS
 
 
 def check_price_period(*, price: PriceToAdd, now: datetime.datetime | None = None) -> str | None:

@@ -528,3 +528,18 @@ def test_a_worker_killed_between_reserve_and_settle_is_charged_once_after_redeli
     assert decisions(tenant_a) == ["ALLOW"]  # the redelivery found its reservation
     with tenant_context(tenant_a.id):
         assert BudgetReservation.objects.get().status == ReservationStatus.SETTLED
+
+
+def test_a_price_rise_scheduled_within_the_lease_is_in_the_estimate(tenant_a, settings):
+    """Review F3: a call admitted now may be recorded, and priced, after a scheduled rise."""
+    settings.LLM_RESERVATION_LEASE_SECONDS = 2_000
+    epoch = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC)
+    add_price_period(price=PriceToAdd("rising", "test", 0, 0, 1_000_000, valid_from=epoch))
+    rise = PriceToAdd("rising", "test", 0, 0, 3_000_000, valid_from=now + datetime.timedelta(seconds=1_000))
+    add_price_period(price=rise, now=now - datetime.timedelta(hours=1))  # scheduled long ago
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=2 * COST)
+    with pytest.raises(BudgetExceeded):  # 1,000 at today's price, 3,000 at the one to come
+        route_request(payload(tenant_a, model="rising"))
+    with tenant_context(tenant_a.id):
+        assert BudgetDecision.objects.get().estimate_micros == 3 * COST

@@ -99,7 +99,8 @@ def test_half_a_micro_dollar_rounds_up_once_per_call(tenant_a):
     assert month_row(tenant_a).total_cost_micros == 4
 
 
-def test_a_price_change_mid_month_never_reprices_earlier_calls(tenant_a):
+def test_a_price_change_mid_month_never_reprices_earlier_calls(tenant_a, settings):
+    settings.LLM_PRICE_CACHE_SECONDS = settings.LLM_RESERVATION_LEASE_SECONDS = 0  # no lead time here
     model = new_model(output=1_000_000)
     before = [record(tenant_a, model, output=n) for n in (10, 20)]
     change_at = database_now() + datetime.timedelta(seconds=1.5)
