@@ -53,6 +53,7 @@ def main() -> int:
     run.setup()
     run.reads()
     run.writes()
+    run.cap_burst()
     run.batches()
     run.profiles()
     run.celery()

@@ -20,7 +20,18 @@ from psycopg.conninfo import conninfo_to_dict
 from skeldir.provisioning import DatabaseLayout, provision_database
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-TENANT_TABLES = ("llm_api_calls", "llm_monthly_costs", "investigations", "budget_optimization_jobs")
+TENANT_TABLES = (
+    "llm_api_calls",
+    "llm_monthly_costs",
+    "investigations",
+    "budget_optimization_jobs",
+    "llm_budgets",
+    "llm_budget_state",
+    "llm_budget_reservations",
+    "llm_budget_decisions",
+    "llm_budget_alerts",
+    "llm_alert_deliveries",
+)
 
 
 @dataclass(frozen=True)
@@ -154,3 +165,18 @@ def create_tenants(database: BenchDatabase, *, count: int, prefix: str) -> list[
             [prefix, prefix, count],
         ).fetchall()
     return sorted(str(row[0]) for row in rows)
+
+
+def give_budgets(database: BenchDatabase, *, tenants: list[str], monthly_cap_micros: int) -> None:
+    """A monthly budget (blocking at the cap, the default thresholds) for each tenant, and the
+    `budgeted` mark the per-call path reads: what `llm.services.set_budget` writes for a new
+    budget, in two statements for all of them (superuser, as create_tenants)."""
+    with database.superuser.connect() as conn:
+        conn.execute(
+            """
+            INSERT INTO llm_budgets (tenant_id, monthly_cap_micros, thresholds, on_exceed, fallback_models)
+            SELECT t, %s, '{50,80,100}', 'block', '{}' FROM unnest(%s::uuid[]) AS t
+            """,
+            [monthly_cap_micros, tenants],
+        )
+        conn.execute("UPDATE tenants SET budgeted = true WHERE id = ANY(%s::uuid[])", [tenants])

@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.db import connections
 
 from bench import celery_e2e, exactness, reads, workloads
-from bench.database import BASE_DIR, BenchDatabase, create_tenants, migrate_and_reset
+from bench.database import BASE_DIR, BenchDatabase, create_tenants, give_budgets, migrate_and_reset
 from bench.load import Throughput, measure
 from bench.profile import wire_profile
 from llm.money import format_micros
@@ -51,6 +51,12 @@ GOAL_SERVICE = 0.8  # service path / baseline, calls per second, in every shape
 GOAL_CELERY = 0.85  # llm.route / the raw-SQL task bench.raw_route, tasks per second
 GOAL_RLS = 1.1  # RLS read time / the same read without RLS
 GOAL_BATCH = 10.0  # batched ingest / the best per-call hot-tenant baseline, calls per second
+GOAL_BUDGETED = 0.7  # the service path for budgeted tenants / for tenants without, calls per second
+
+# Budgets of the budgeted write figures: far above what a run spends, so every call is admitted
+# and the figure is the cost of admission and settlement, not of refusals.
+ROOMY_CAP_MICROS = 1_000_000 * 1_000_000  # $1,000,000 a month
+BURST_CLIENTS, BURST_CALLS_FITTING = 32, 200
 
 
 def _code_version() -> str:
@@ -73,6 +79,7 @@ def _on_off(flag: bool) -> str:
 # DATABASE_PREPARED_STATEMENTS=false gives, on the same connections in the same rotation.
 SERVICE_LABEL = "service path (project settings)"
 CLIENT_BINDING_LABEL = "service path, DATABASE_PREPARED_STATEMENTS=false"
+BUDGETED_LABEL = "service path, budgeted tenant"
 
 
 def progress(message: str) -> None:
@@ -101,6 +108,7 @@ class Run:
     profile_rows: list = field(default_factory=list)
     celery_rows: dict | None = None  # figure -> [tasks, calls, seconds]
     celery_note: str = ""
+    burst: workloads.CapBurst | None = None
     exact: exactness.Exactness | None = None
 
     # --- phases ---------------------------------------------------------------------------
@@ -137,6 +145,12 @@ class Run:
         migrate_and_reset(self.database)
         self.hot = create_tenants(self.database, count=1, prefix="bench hot tenant")
         self.many = create_tenants(self.database, count=1000, prefix="bench tenant")
+        self.hot_budgeted = create_tenants(self.database, count=1, prefix="bench budgeted hot tenant")
+        self.many_budgeted = create_tenants(self.database, count=1000, prefix="bench budgeted tenant")
+        give_budgets(
+            self.database, tenants=self.hot_budgeted + self.many_budgeted, monthly_cap_micros=ROOMY_CAP_MICROS
+        )
+        self.burst_tenant = create_tenants(self.database, count=1, prefix="bench burst tenant")[0]
         connections.close_all()  # the load processes fork from here: no connection to share
 
     def _measure(self, factories, *, concurrency: int) -> list[Throughput]:
@@ -172,21 +186,34 @@ class Run:
                 self.read_rows.append((query, concurrency, bare, same, rls))
 
     def writes(self) -> None:
-        for shape, tenants in (("1 (hot)", self.hot), ("1,000", self.many)):
+        for shape, tenants, budgeted in (
+            ("1 (hot)", self.hot, self.hot_budgeted),
+            ("1,000", self.many, self.many_budgeted),
+        ):
             for concurrency in WRITE_CONCURRENCY:
                 progress(f"per-call writes: {shape} tenant(s), {concurrency} client(s)")
-                tags = [f"{kind}-{len(tenants)}-{concurrency}" for kind in ("base", "svc", "cli")]
+                tags = [f"{kind}-{len(tenants)}-{concurrency}" for kind in ("base", "svc", "cli", "bud")]
                 figures = self._measure(
                     [
                         workloads.baseline(tenants=tenants, tag=tags[0]),
                         workloads.service(tenants=tenants, tag=tags[1]),
                         workloads.service_client_binding(tenants=tenants, tag=tags[2]),
+                        workloads.service(tenants=budgeted, tag=tags[3]),
                     ],
                     concurrency=concurrency,
                 )
                 for tag, figure in zip(tags, figures, strict=True):
                     self.expected[tag] = figure.total_ops
                 self.write_rows.append((shape, concurrency, *figures))
+
+    def cap_burst(self) -> None:
+        progress(f"budget burst: {BURST_CLIENTS} clients against a cap of {BURST_CALLS_FITTING} estimates")
+        tag = "burst"
+        self.burst = workloads.cap_burst(
+            tenant=self.burst_tenant, tag=tag, clients=BURST_CLIENTS, calls_fitting=BURST_CALLS_FITTING
+        )
+        self.expected[tag] = self.burst.admitted
+        connections.close_all()
 
     def batches(self) -> None:
         size = self.scale.batch_size
@@ -206,11 +233,13 @@ class Run:
             ("baseline: raw SQL through psycopg", "prof-base", workloads.baseline, 1),
             (SERVICE_LABEL, "prof-svc", workloads.service, 1),
             (CLIENT_BINDING_LABEL, "prof-cli", workloads.service_client_binding, 1),
+            (BUDGETED_LABEL, "prof-bud", workloads.service, 1),
             (f"batched, {size} calls a batch", "prof-batch", workloads.batched, size),
         ):
             options = {"size": size} if calls > 1 else {}
+            tenants = self.hot_budgeted if label == BUDGETED_LABEL else self.hot
             profile = wire_profile(
-                factory(tenants=self.hot, tag=tag, **options),
+                factory(tenants=tenants, tag=tag, **options),
                 ops=max(3, 60 // calls),
                 calls_per_op=calls,
                 warmup=10 if calls == 1 else 1,
@@ -289,7 +318,11 @@ class Run:
 
     def exactness(self) -> exactness.Exactness:
         progress("exactness: monthly rows against the call rows, and every figure's calls")
-        self.exact = exactness.check(self.database, expected_calls=self.expected)
+        self.exact = exactness.check(
+            self.database,
+            expected_calls=self.expected,
+            expected_blocks=self.burst.blocked if self.burst else 0,
+        )
         return self.exact
 
     # --- the report -------------------------------------------------------------------------
@@ -310,9 +343,33 @@ class Run:
             f"| comparison: {CLIENT_BINDING_LABEL} | ratio |",
             "|---|---:|---:|---:|---:|---|---:|---:|",
         ]
-        for shape, concurrency, base, service, client_binding in self.write_rows:
+        budgeted_lines = [
+            "",
+            "## Budgeted calls (calls/s): the service path for tenants with a monthly budget",
+            "",
+            "Admission (the reservation, committed before the provider call) and settlement (in the "
+            "call's transaction) added to the same service path; a budget far above what the run "
+            "spends, so every call is admitted. Same rotation as the table above.",
+            "",
+            f"| tenants | clients | {SERVICE_LABEL}, no budget | {BUDGETED_LABEL} | ratio "
+            f"| goal >= {GOAL_BUDGETED} |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for shape, concurrency, base, service, client_binding, budgeted in self.write_rows:
             ratio = service.per_second / base.per_second
             other = client_binding.per_second / base.per_second
+            with_budget = budgeted.per_second / service.per_second
+            goals.append(
+                (
+                    f"budgeted / unbudgeted service path, {shape} tenant(s), {concurrency} client(s): "
+                    f"{with_budget:.2f}",
+                    with_budget >= GOAL_BUDGETED,
+                )
+            )
+            budgeted_lines.append(
+                f"| {shape} | {concurrency} | {fmt(service.per_second)} | {fmt(budgeted.per_second)} "
+                f"| {with_budget:.2f} | {verdict(with_budget >= GOAL_BUDGETED)} |"
+            )
             goals.append(
                 (
                     f"service path, {shape} tenant(s), {concurrency} client(s): {ratio:.2f} "
@@ -325,6 +382,18 @@ class Run:
                 f"| {ratio:.2f} | {verdict(ratio >= GOAL_SERVICE)} | {fmt(client_binding.per_second)} "
                 f"| {other:.2f} |"
             )
+        lines += budgeted_lines
+        if self.burst is not None:
+            burst = self.burst
+            lines += [
+                "",
+                f"**A cap under a burst.** {BURST_CLIENTS} clients at once, each calling "
+                "`route_request` for one tenant until its first refusal, against a monthly cap of "
+                f"{format_micros(burst.cap_micros)} ({BURST_CALLS_FITTING} estimates of "
+                f"{format_micros(burst.estimate_micros)}; calls cost less than their estimate, so "
+                f"more fit once settled): {burst.admitted:,} admitted, {burst.blocked:,} blocked. "
+                "Spent against the cap: in the exactness check below.",
+            ]
 
         lines += [
             "",
@@ -411,6 +480,7 @@ class Run:
             "baseline: raw SQL through psycopg": self.write_rows[0][2].cpu_us_per_op,
             SERVICE_LABEL: self.write_rows[0][3].cpu_us_per_op,
             CLIENT_BINDING_LABEL: self.write_rows[0][4].cpu_us_per_op,
+            BUDGETED_LABEL: self.write_rows[0][5].cpu_us_per_op,
         }
         for size, concurrency, figure in self.batch_rows:
             if concurrency == 1:
@@ -438,7 +508,12 @@ class Run:
                 f"({format_micros(exact.cost_micros)}), {exact.monthly_rows:,} monthly rows; every "
                 "monthly row equals the sums of its call rows (calls, µUSD, per-model breakdown), its "
                 "cents derived half up from its exact µUSD, and every figure recorded exactly the calls "
-                "its clients completed."
+                "its clients completed. Budgets: "
+                f"{exact.budget_states:,} budget periods, {format_micros(exact.budget_spent_micros)} "
+                f"spent, the fullest at {exact.highest_fill:.1%} of its cap, overshoot "
+                f"{exact.overshoot_micros:,} µUSD; every period's spent is its settled reservations, "
+                "nothing left reserved, every budgeted call settled once at its cost, one decision "
+                "per attempt."
                 if exact.ok
                 else f"**FAILED**: {len(exact.problems)} problem(s):\n"
                 + "\n".join(f"- {p}" for p in exact.problems[:20])

@@ -3,8 +3,10 @@ in batches. Every workload's calls carry request ids `<tag>:<client>:<i>`, so th
 check afterwards that each figure recorded exactly the calls it counted."""
 
 import functools
+import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 from django.db import connection, connections
@@ -22,6 +24,10 @@ MAX_COST_CENTS = 1_000  # each call's cap; the dearest benchmark call costs ~15 
 # The service's two statements, as `llm.services.record_api_call` and `add_to_monthly_costs`
 # send them; both are imported from there, so the baseline cannot drift from them.
 SET_TENANT_SQL = "SELECT set_config('app.current_tenant_id', %s, true)"
+# What `llm.services.budgets.admit_call` reads first, outside any transaction: whether the tenant
+# has a budget (the ORM's `Tenant.objects.filter(id=..., budgeted=True).exists()`). Every call
+# pays it since budgets exist (issue 13), so the baseline does too.
+HAS_BUDGET_SQL = "SELECT 1 AS a FROM tenants WHERE (id = %s AND budgeted) LIMIT 1"
 
 
 def planned_call(client: int, i: int) -> tuple[str, int]:
@@ -88,7 +94,8 @@ def call_row_params(tenant: str, usage: LLMUsage, request_id: str, correlation_i
 
 def raw_recorder() -> RawRecorder:
     """The baseline's unit of work on a plain psycopg cursor, no Django code on the path:
-    BEGIN, the tenant GUC, the priced call row, the µUSD monthly upsert with its jsonb
+    whether the tenant has a budget (it has none: the baseline is an unbudgeted call), BEGIN,
+    the tenant GUC, the priced call row, the µUSD monthly upsert with its jsonb
     breakdown, COMMIT: the service's statements from llm.sql with the parameters
     `llm.services.record_api_call` and `add_to_monthly_costs` send. Shared by the per-call
     baseline here, the raw Celery task (bench.celery_app) and bench.cpu_profile."""
@@ -103,6 +110,9 @@ def raw_recorder() -> RawRecorder:
         request_id: str,
         correlation_id: str | None = None,
     ) -> tuple | None:
+        cursor.execute(HAS_BUDGET_SQL, [tenant])
+        if cursor.fetchone() is not None:
+            raise RuntimeError(f"tenant {tenant} has a budget: the raw baseline records unbudgeted calls")
         with cursor.connection.transaction():
             cursor.execute(SET_TENANT_SQL, [tenant])
             cursor.execute(INSERT_API_CALL_SQL, call_row_params(tenant, usage, request_id, correlation_id))
@@ -246,3 +256,54 @@ def batched(*, tenants: list[str], tag: str, size: int) -> ClientFactory:
         return op, connections.close_all
 
     return make
+
+
+@dataclass(frozen=True)
+class CapBurst:
+    cap_micros: int
+    estimate_micros: int  # of each call: the cap fits cap // estimate of them at once
+    admitted: int
+    blocked: int
+
+
+def cap_burst(*, tenant: str, tag: str, clients: int, calls_fitting: int) -> CapBurst:
+    """`clients` threads (each its own connection) call `route_request` for one budgeted
+    tenant at once, each until its first BudgetExceeded, against a monthly cap that holds
+    `calls_fitting` call estimates. The exactness check then finds whether the cap held."""
+    from llm.payloads import LLMTaskPayload
+    from llm.services import BudgetExceeded, route_request, set_budget
+    from llm.services.budgets import estimate_micros
+
+    model, output_tokens = MODELS[0], 500
+    estimate = estimate_micros(model=model, usage=call_usage(model, output_tokens))
+    cap = estimate * calls_fitting
+    set_budget(tenant_id=uuid.UUID(tenant), monthly_cap_micros=cap)
+    admitted, blocked = [0] * clients, [0] * clients
+    barrier = threading.Barrier(clients)
+
+    def client(index: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(10 * calls_fitting):
+                try:
+                    route_request(
+                        LLMTaskPayload(
+                            tenant_id=tenant,
+                            request_id=f"{tag}:{index}:{i}",
+                            prompt=prompt_for(model, output_tokens),
+                            max_cost_cents=MAX_COST_CENTS,
+                        )
+                    )
+                except BudgetExceeded:
+                    blocked[index] += 1
+                    return
+                admitted[index] += 1
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return CapBurst(cap, estimate, sum(admitted), sum(blocked))
