@@ -24,10 +24,6 @@ MAX_COST_CENTS = 1_000  # each call's cap; the dearest benchmark call costs ~15 
 # The service's two statements, as `llm.services.record_api_call` and `add_to_monthly_costs`
 # send them; both are imported from there, so the baseline cannot drift from them.
 SET_TENANT_SQL = "SELECT set_config('app.current_tenant_id', %s, true)"
-# What `llm.services.budgets.admit_call` reads first, outside any transaction: whether the tenant
-# has a budget (the ORM's `Tenant.objects.filter(id=..., budgeted=True).exists()`). Every call
-# pays it since budgets exist (issue 13), so the baseline does too.
-HAS_BUDGET_SQL = "SELECT 1 AS a FROM tenants WHERE (id = %s AND budgeted) LIMIT 1"
 
 
 def planned_call(client: int, i: int) -> tuple[str, int]:
@@ -100,7 +96,7 @@ def raw_recorder() -> RawRecorder:
     `llm.services.record_api_call` and `add_to_monthly_costs` send. Shared by the per-call
     baseline here, the raw Celery task (bench.celery_app) and bench.cpu_profile."""
     from llm.services import utc_month
-    from llm.sql import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL
+    from llm.sql import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL, TENANT_HAS_BUDGET_SQL
 
     def record(
         cursor: psycopg.Cursor,
@@ -110,7 +106,7 @@ def raw_recorder() -> RawRecorder:
         request_id: str,
         correlation_id: str | None = None,
     ) -> tuple | None:
-        cursor.execute(HAS_BUDGET_SQL, [tenant])
+        cursor.execute(TENANT_HAS_BUDGET_SQL, [tenant])
         if cursor.fetchone() is not None:
             raise RuntimeError(f"tenant {tenant} has a budget: the raw baseline records unbudgeted calls")
         with cursor.connection.transaction():

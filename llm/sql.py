@@ -216,6 +216,37 @@ FINISH_RESERVATION_SQL = """
     RETURNING before.status, r.estimate_micros, r.month_start, r.hour_start
 """
 
+# Settle a call's reservation at its actual cost, once, and the periods that admitted it in the
+# same statement: spent += the actual cost, reserved -= the estimate (0 when the lease sweep
+# had released it already: its estimate was given back then). The caller has locked the
+# periods' state rows first (LOCK_RESERVATION_PERIODS_SQL), so the reservation's status cannot
+# change between the two parts. Raw SQL: the second UPDATE takes the first's RETURNING.
+SETTLE_RESERVATION_SQL = """
+    WITH finished AS (
+        UPDATE llm_budget_reservations r
+           SET status = 'settled', actual_micros = %(actual)s, finished_at = statement_timestamp()
+          FROM (SELECT id, status FROM llm_budget_reservations
+                 WHERE tenant_id = %(tenant_id)s AND request_id = %(request_id)s AND endpoint = %(endpoint)s
+                 FOR UPDATE) AS before
+         WHERE r.id = before.id AND before.status IN ('reserved', 'released')
+        RETURNING before.status AS was, r.estimate_micros, r.month_start, r.hour_start
+    ), settled AS (
+        UPDATE llm_budget_state s
+           SET spent_micros = s.spent_micros + %(actual)s,
+               reserved_micros = s.reserved_micros
+                                 - CASE f.was WHEN 'reserved' THEN f.estimate_micros ELSE 0 END,
+               updated_at = statement_timestamp()
+          FROM finished f
+         WHERE s.tenant_id = %(tenant_id)s
+           AND ((s.period = 'month' AND s.period_start = f.month_start)
+                OR (s.period = 'hour' AND s.period_start = f.hour_start))
+        RETURNING s.period, s.spent_micros, s.cap_micros
+    )
+    SELECT f.month_start, m.spent_micros, m.cap_micros
+      FROM finished f
+      LEFT JOIN settled m ON m.period = 'month'
+"""
+
 # Settle a call on the period that admitted it: spent += its actual cost, reserved -= its
 # estimate (0 when the lease sweep had released it already).
 SETTLE_BUDGET_PERIOD_SQL = """
@@ -281,14 +312,57 @@ INSERT_BUDGET_ALERT_SQL = """
     RETURNING id
 """
 
-# The tenant in force's budget, the database's time, and the call's own reservation if one is
-# open or settled (a redelivery), in one round trip.
-BUDGET_FOR_ADMISSION_SQL = """
+# Whether the tenant has a budget: read before every call, outside any transaction (the tenants
+# table is readable without a tenant). Raw because it is on every call's path, where building
+# and compiling the ORM's `.filter(...).exists()` cost more client CPU than the statement.
+TENANT_HAS_BUDGET_SQL = "SELECT 1 FROM tenants WHERE id = %s AND budgeted"
+
+# Admission's first statement, inside the tenant: its budget, the database's time and the
+# call's own reservation if one is open or settled (a redelivery), and, in the same round trip,
+# the common case done: a monthly-only budget whose month has its state row, a call seen for
+# the first time, an estimate that fits. Then the month's reservation, the ALLOW decision and
+# the reservation row are written (`admitted`); otherwise nothing is, and admission goes on
+# step by step (RESERVE_BUDGET_SQL, ADMIT_SQL). The conditional UPDATE is the same as
+# RESERVE_BUDGET_SQL's. `reservation_written` false with `admitted` true: a concurrent delivery
+# of the same call inserted its reservation first (the caller rolls back).
+# Raw SQL: one statement across four tables, with data-modifying CTEs.
+ADMISSION_SQL = """
+    WITH budget AS (
+        SELECT monthly_cap_micros, hourly_cap_micros, thresholds, on_exceed, fallback_models,
+               date_trunc('month', statement_timestamp() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS month_start
+          FROM llm_budgets
+    ), prior AS (
+        SELECT model, month_start, estimate_micros, created_at, status FROM llm_budget_reservations
+         WHERE request_id = %(request_id)s AND endpoint = %(endpoint)s
+    ), reserved AS (
+        UPDATE llm_budget_state s
+           SET reserved_micros = s.reserved_micros + %(estimate)s, updated_at = statement_timestamp()
+          FROM budget b
+         WHERE b.hourly_cap_micros IS NULL AND NOT EXISTS (SELECT FROM prior)
+           AND s.tenant_id = %(tenant_id)s AND s.period = 'month' AND s.period_start = b.month_start
+           AND s.spent_micros + s.reserved_micros + %(estimate)s <= s.cap_micros
+        RETURNING s.cap_micros, s.cap_micros - s.spent_micros - s.reserved_micros + %(estimate)s AS remaining
+    ), decision AS (
+        INSERT INTO llm_budget_decisions (tenant_id, request_id, endpoint, requested_model,
+                                          resolved_model, estimate_micros, budget, cap_micros,
+                                          remaining_micros, decision, reason)
+        SELECT %(tenant_id)s, %(request_id)s, %(endpoint)s, %(model)s, %(model)s, %(estimate)s, 'month',
+               cap_micros, remaining, 'ALLOW', %(reason)s
+          FROM reserved
+    ), reservation AS (
+        INSERT INTO llm_budget_reservations (tenant_id, request_id, endpoint, model, estimate_micros,
+                                             month_start, status, lease_expires_at)
+        SELECT %(tenant_id)s, %(request_id)s, %(endpoint)s, %(model)s, %(estimate)s, b.month_start,
+               'reserved', statement_timestamp() + make_interval(secs => %(lease)s)
+          FROM reserved, budget b
+        ON CONFLICT (tenant_id, request_id, endpoint) DO NOTHING
+        RETURNING id
+    )
     SELECT b.monthly_cap_micros, b.hourly_cap_micros, b.thresholds, b.on_exceed, b.fallback_models,
-           statement_timestamp(), r.model, r.month_start, r.estimate_micros, r.created_at
-      FROM llm_budgets b
-      LEFT JOIN llm_budget_reservations r
-        ON r.request_id = %(request_id)s AND r.endpoint = %(endpoint)s AND r.status <> 'released'
+           statement_timestamp(), p.model, p.month_start, p.estimate_micros, p.created_at,
+           EXISTS (SELECT FROM reserved) AS admitted, EXISTS (SELECT FROM reservation) AS reservation_written
+      FROM budget b
+      LEFT JOIN prior p ON p.status <> 'released'
 """
 
 # An admitted call's decision and its reservation, in one statement (a data-modifying CTE;

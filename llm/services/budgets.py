@@ -6,7 +6,9 @@
    spent + reserved + estimate <= cap. At the cap it falls back along the budget's model
    chain (`fallback`) or blocks (`block`): BudgetExceeded, after the BLOCK decision commits.
    Every admission writes a decision row; a redelivered or retried call finds its own
-   reservation by (tenant, request_id, endpoint) and reserves nothing again.
+   reservation by (tenant, request_id, endpoint) and reserves nothing again. The common case
+   (a monthly budget with room, its month under way, a call seen first) is one statement
+   (`sql.ADMISSION_SQL`): the reservation, the decision and the reservation row at once.
 2. Settlement (llm/services/settlement.py) turns the reservation into the call's actual cost,
    or gives it back when the call fails.
 
@@ -29,7 +31,6 @@ from llm.models import (
     BudgetReservation,
     Decision,
     OnExceed,
-    Tenant,
 )
 from llm.money import format_micros
 from llm.payloads import InvalidPayload
@@ -183,10 +184,26 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
     """Admit the call under the tenant's budget (None: the tenant has none). Runs in its own
     transaction inside the tenant, nested in the caller's if there is one; see the module
     docstring. Raises BudgetExceeded when neither the model nor a fallback fits."""
-    if not Tenant.objects.filter(id=tenant_id, budgeted=True).exists():
-        return None  # one read, outside any transaction: most tenants have no budget
+    with connection.cursor() as cursor:  # one read, outside any transaction: most tenants have none
+        cursor.execute(sql.TENANT_HAS_BUDGET_SQL, [tenant_id])
+        if cursor.fetchone() is None:
+            return None
+    # The common case is admitted by the first statement, at an estimate on this process's
+    # clock (prices change at least a lease ahead, so a moment's skew cannot move it).
+    fast_estimate = estimate_micros(model=usage.model, usage=usage)  # unknown model: raises
     with tenant_context(tenant_id), connection.cursor() as cursor:
-        cursor.execute(sql.BUDGET_FOR_ADMISSION_SQL, {"request_id": request_id, "endpoint": endpoint})
+        cursor.execute(
+            sql.ADMISSION_SQL,
+            {
+                "tenant_id": tenant_id,
+                "request_id": request_id,
+                "endpoint": endpoint,
+                "model": usage.model,
+                "estimate": fast_estimate,
+                "reason": _reason(usage.model, usage.model, None, fallbacks=False),
+                "lease": settings.LLM_RESERVATION_LEASE_SECONDS,
+            },
+        )
         row = cursor.fetchone()
         if row is None:  # the budget was removed since
             return None
@@ -201,8 +218,16 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
             reserved_month,
             reserved_estimate,
             reserved_at,
+            admitted,
+            reservation_written,
         ) = row
         thresholds = tuple(sorted(thresholds))
+        if admitted:
+            if not reservation_written:
+                raise ConcurrentAdmission(
+                    f"call {request_id} ({endpoint}) is being admitted by another delivery"
+                )
+            return Admission(model=usage.model, month_start=month_start(now), thresholds=thresholds)
         if reserved_model is not None:  # a redelivery or retry: its own reservation, extended
             if estimate_micros(model=reserved_model, usage=usage, at=reserved_at) > reserved_estimate:
                 # The same request_id for a bigger call: it would settle beyond what was admitted.

@@ -45,34 +45,25 @@ def settle_call(
     with connection.cursor() as cursor:
         _lock_periods(cursor, request_id=request_id, endpoint=endpoint)
         cursor.execute(
-            sql.FINISH_RESERVATION_SQL,
+            sql.SETTLE_RESERVATION_SQL,
             {
-                "status": ReservationStatus.SETTLED,
                 "actual": call.cost_micros,
                 "tenant_id": tenant_id,
                 "request_id": request_id,
                 "endpoint": endpoint,
-                "from_statuses": [ReservationStatus.RESERVED, ReservationStatus.RELEASED],
             },
         )
         row = cursor.fetchone()
-        if row is None:
-            return
-        was, estimate, reserved_month, reserved_hour = row
-        if was != ReservationStatus.RESERVED:
-            estimate = 0  # released by the lease sweep: its estimate was given back already
-        month = _settle_period(
-            cursor, tenant_id, BudgetPeriod.MONTH, reserved_month, call.cost_micros, estimate
-        )
-        if reserved_hour is not None:
-            _settle_period(cursor, tenant_id, BudgetPeriod.HOUR, reserved_hour, call.cost_micros, estimate)
-    if month is not None:
+    if row is None:  # none open or released: settled already
+        return
+    reserved_month, spent, cap = row
+    if spent is not None:
         alerts.record_threshold_alerts(
             tenant_id=tenant_id,
             month_start=reserved_month,
-            spent_before=month[0] - call.cost_micros,
-            spent_after=month[0],
-            cap=month[1],
+            spent_before=spent - call.cost_micros,
+            spent_after=spent,
+            cap=cap,
             thresholds=admission.thresholds,
         )
 
