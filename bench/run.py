@@ -44,6 +44,8 @@ CELERY_FIGURES = {
     "hot": (ROUTE_TASK, "hot"),
     "raw-many": (RAW_TASK, "many"),
     "many": (ROUTE_TASK, "many"),
+    "bud-hot": (ROUTE_TASK, "hot budgeted"),
+    "bud-many": (ROUTE_TASK, "many budgeted"),
 }
 
 
@@ -213,6 +215,12 @@ class Run:
             tenant=self.burst_tenant, tag=tag, clients=BURST_CLIENTS, calls_fitting=BURST_CALLS_FITTING
         )
         self.expected[tag] = self.burst.admitted
+        with self.database.superuser.connect() as conn:
+            self.burst_spent = conn.execute(
+                "SELECT spent_micros, reserved_micros FROM llm_budget_state "
+                "WHERE tenant_id = %s AND period = 'month'",
+                [self.burst_tenant],
+            ).fetchone()
         connections.close_all()
 
     def batches(self) -> None:
@@ -285,11 +293,17 @@ class Run:
             # The raw task and llm.route take turns going first, round by round, so that
             # neither always runs right after the other (caches, the server's background work).
             figures = ["noop"]
-            for pair in (("raw-hot", "hot"), ("raw-many", "many")):
-                figures += pair if round_ % 2 == 0 else pair[::-1]
+            for trio in (("raw-hot", "hot", "bud-hot"), ("raw-many", "many", "bud-many")):
+                figures += trio if round_ % 2 == 0 else trio[::-1]
             for key in figures:
                 name, shape = CELERY_FIGURES[key]
-                tenants = {"hot": self.hot, "many": self.many, None: self.hot}[shape]
+                tenants = {
+                    "hot": self.hot,
+                    "many": self.many,
+                    "hot budgeted": self.hot_budgeted,
+                    "many budgeted": self.many_budgeted,
+                    None: self.hot,
+                }[shape]
                 tag = f"{prefix}-{key}"
                 payloads = workloads.batch_payloads(tenants=tenants, tag=tag, client=0, i=round_, size=n)
                 calls = 0 if name == NOOP_TASK else n
@@ -391,8 +405,10 @@ class Run:
                 "`route_request` for one tenant until its first refusal, against a monthly cap of "
                 f"{format_micros(burst.cap_micros)} ({BURST_CALLS_FITTING} estimates of "
                 f"{format_micros(burst.estimate_micros)}; calls cost less than their estimate, so "
-                f"more fit once settled): {burst.admitted:,} admitted, {burst.blocked:,} blocked. "
-                "Spent against the cap: in the exactness check below.",
+                f"more fit once settled): {burst.admitted:,} admitted, {burst.blocked:,} blocked; "
+                f"spent {self.burst_spent[0]:,} µUSD of the cap's {burst.cap_micros:,} "
+                f"(overshoot {max(0, self.burst_spent[0] - burst.cap_micros):,}), "
+                f"{self.burst_spent[1]:,} µUSD still reserved.",
             ]
 
         lines += [
@@ -433,15 +449,17 @@ class Run:
                 return rows[key][0] / rows[key][2]
 
             lines.append(f"| {NOOP_TASK} | - | {rows['noop'][0]:,} | {fmt(rate('noop'))} | - | 1.00 | - | |")
-            for raw_key, key, tenants in (("raw-hot", "hot", "1 (hot)"), ("raw-many", "many", "1,000")):
-                for figure in (raw_key, key):
+            for raw_key, key, budgeted_key, tenants in (
+                ("raw-hot", "hot", "bud-hot", "1 (hot)"),
+                ("raw-many", "many", "bud-many", "1,000"),
+            ):
+                for figure in (raw_key, key, budgeted_key):
                     tasks, calls, seconds = rows[figure]
                     to_noop = rate(figure) / rate("noop")
-                    if figure == raw_key:
-                        to_raw, judged = "1.00", ""
-                    else:
-                        ratio = rate(figure) / rate(raw_key)
-                        to_raw, judged = f"{ratio:.2f}", verdict(ratio >= GOAL_CELERY)
+                    ratio = rate(figure) / rate(raw_key)
+                    label, judged = CELERY_FIGURES[figure][0], ""
+                    if figure == key:
+                        judged = verdict(ratio >= GOAL_CELERY)
                         goals.append(
                             (
                                 f"Celery {ROUTE_TASK} / {RAW_TASK}, {tenants} tenant(s): {ratio:.2f} "
@@ -449,9 +467,11 @@ class Run:
                                 ratio >= GOAL_CELERY,
                             )
                         )
+                    elif figure == budgeted_key:
+                        label = f"{ROUTE_TASK}, budgeted (to unbudgeted: {rate(figure) / rate(key):.2f})"
                     lines.append(
-                        f"| {CELERY_FIGURES[figure][0]} | {tenants} | {tasks:,} | {fmt(tasks / seconds)} "
-                        f"| {fmt(calls / seconds)} | {to_noop:.2f} | {to_raw} | {judged} |"
+                        f"| {label} | {tenants} | {tasks:,} | {fmt(tasks / seconds)} "
+                        f"| {fmt(calls / seconds)} | {to_noop:.2f} | {ratio:.2f} | {judged} |"
                     )
             tasks, calls, seconds = rows["batch"]
             lines.append(
