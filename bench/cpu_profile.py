@@ -5,7 +5,8 @@ thread; each call's thread CPU time is taken and a variant's figure is the trimm
 (10 % off each end). What one variant leaves out is what the difference to another costs.
 
 - Service path: the raw SQL baseline (bench.workloads), the same statements through Django
-  (transaction.atomic() and a Django cursor per statement, as the service issues them), and
+  (whether the tenant has a budget, then transaction.atomic() and a Django cursor per
+  statement, as the service issues them), and
   the service path itself (route_request with its payload).
 - Worker child: `celery.app.trace.fast_trace_task` called exactly as a prefork child calls it
   for a message (JSON body decode, tracer, the project's task signals, the task, its result
@@ -74,13 +75,16 @@ def service_ops(hot: list[str], run: str) -> dict[str, Callable[[int], object]]:
     from bench import workloads
     from llm.money import micros_to_cents
     from llm.services import utc_month
-    from llm.sql import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL
+    from llm.sql import ADD_TO_MONTHLY_COSTS_SQL, INSERT_API_CALL_SQL, TENANT_HAS_BUDGET_SQL
 
     tenant = hot[0]
 
     def through_django(i: int) -> None:
         usage = workloads.call_usage(*workloads.planned_call(0, i))
         request_id = f"{run}dj:0:{i}"
+        with connection.cursor() as cursor:
+            cursor.execute(TENANT_HAS_BUDGET_SQL, [tenant])
+            cursor.fetchone()
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(workloads.SET_TENANT_SQL, [tenant])
