@@ -117,6 +117,45 @@ def test_a_blocked_call_writes_its_decision_and_nothing_else(tenant_a):
     assert (state.spent_micros, state.reserved_micros) == (COST, 0)
 
 
+def test_one_statement_admission_records_what_the_step_by_step_one_does(tenant_a):
+    """The month's first call is admitted step by step (its state row is created); the next
+    ones by one statement (sql.ADMISSION_SQL). Both leave the same decision and reservation."""
+    cap = 10 * COST
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=cap)
+    for request_id in ("first", "second", "third"):
+        route_request(payload(tenant_a, request_id))
+    with tenant_context(tenant_a.id):
+        rows = [
+            (
+                d.request_id,
+                d.requested_model,
+                d.resolved_model,
+                d.estimate_micros,
+                d.budget,
+                d.cap_micros,
+                d.remaining_micros,
+                d.decision,
+                d.reason,
+            )
+            for d in BudgetDecision.objects.order_by("created_at")
+        ]
+        reservations = {
+            r.request_id: (r.model, r.estimate_micros, r.actual_micros, r.status, r.month_start, r.hour_start)
+            for r in BudgetReservation.objects.all()
+        }
+    assert rows == [
+        (request_id, "test-small", "test-small", COST, "month", cap, cap - k * COST, "ALLOW", "within budget")
+        for k, request_id in enumerate(("first", "second", "third"))
+    ]
+    this_month = month_start(datetime.datetime.now(datetime.UTC))
+    assert reservations == {
+        request_id: ("test-small", COST, COST, ReservationStatus.SETTLED, this_month, None)
+        for request_id in ("first", "second", "third")
+    }
+    state = month_state(tenant_a)
+    assert (state.spent_micros, state.reserved_micros) == (3 * COST, 0)
+
+
 def test_burst_of_64_concurrent_calls_never_overshoots_the_cap(tenant_a):
     """Failure 1 (check-then-record race): 64 calls at once against a cap that fits 10."""
     cap = 10 * COST + COST // 2
