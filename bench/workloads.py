@@ -2,6 +2,7 @@
 in batches. Every workload's calls carry request ids `<tag>:<client>:<i>`, so the run can
 check afterwards that each figure recorded exactly the calls it counted."""
 
+import datetime
 import functools
 import threading
 import uuid
@@ -271,7 +272,8 @@ def cap_burst(*, tenant: str, tag: str, clients: int, calls_fitting: int) -> Cap
     from llm.services.budgets import estimate_micros
 
     model, output_tokens = MODELS[0], 500
-    estimate = estimate_micros(model=model, usage=call_usage(model, output_tokens))
+    now = datetime.datetime.now(datetime.UTC)
+    estimate = estimate_micros(model=model, usage=call_usage(model, output_tokens), at=now)
     cap = estimate * calls_fitting
     set_budget(tenant_id=uuid.UUID(tenant), monthly_cap_micros=cap)
     admitted, blocked = [0] * clients, [0] * clients

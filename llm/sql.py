@@ -312,16 +312,19 @@ INSERT_BUDGET_ALERT_SQL = """
     RETURNING id
 """
 
-# Whether the tenant has a budget: read before every call, outside any transaction (the tenants
-# table is readable without a tenant). Raw because it is on every call's path, where building
-# and compiling the ORM's `.filter(...).exists()` cost more client CPU than the statement.
-TENANT_HAS_BUDGET_SQL = "SELECT 1 FROM tenants WHERE id = %s AND budgeted"
+# Whether the tenant has a budget, and if so the database's time, which the call's estimate
+# is priced at (the database's clock, never the app host's: it is the clock the call is
+# recorded by). Read before every call, outside any transaction (the tenants table is
+# readable without a tenant). Raw because it is on every call's path, where building and
+# compiling the ORM's `.filter(...).exists()` cost more client CPU than the statement.
+TENANT_HAS_BUDGET_SQL = "SELECT statement_timestamp() FROM tenants WHERE id = %s AND budgeted"
 
 # Admission's first statement, inside the tenant: its budget, the database's time and the
 # call's own reservation if one is open or settled (a redelivery), and, in the same round trip,
 # the common case done: a monthly-only budget whose month has its state row, a call seen for
 # the first time, an estimate that fits. Then the month's reservation, the ALLOW decision and
-# the reservation row are written (`admitted`); otherwise nothing is, and admission goes on
+# the reservation row (created_at: the time its estimate was priced at) are written
+# (`admitted`); otherwise nothing is, and admission goes on
 # step by step (RESERVE_BUDGET_SQL, ADMIT_SQL). The conditional UPDATE is the same as
 # RESERVE_BUDGET_SQL's. `reservation_written` false with `admitted` true: a concurrent delivery
 # of the same call inserted its reservation first (the caller rolls back).
@@ -351,9 +354,9 @@ ADMISSION_SQL = """
           FROM reserved
     ), reservation AS (
         INSERT INTO llm_budget_reservations (tenant_id, request_id, endpoint, model, estimate_micros,
-                                             month_start, status, lease_expires_at)
+                                             month_start, status, created_at, lease_expires_at)
         SELECT %(tenant_id)s, %(request_id)s, %(endpoint)s, %(model)s, %(estimate)s, b.month_start,
-               'reserved', statement_timestamp() + make_interval(secs => %(lease)s)
+               'reserved', %(estimated_at)s, statement_timestamp() + make_interval(secs => %(lease)s)
           FROM reserved, budget b
         ON CONFLICT (tenant_id, request_id, endpoint) DO NOTHING
         RETURNING id
@@ -368,7 +371,8 @@ ADMISSION_SQL = """
 # An admitted call's decision and its reservation, in one statement (a data-modifying CTE;
 # the ORM writes one table per statement). A released reservation of the same call (its
 # worker died and the sweep gave it back) is taken up again; an open one is left alone and
-# nothing is returned: a concurrent delivery of the same call holds it.
+# nothing is returned: a concurrent delivery of the same call holds it. A reservation's
+# created_at is the time its estimate was priced at.
 ADMIT_SQL = """
     WITH decision AS (
         INSERT INTO llm_budget_decisions (tenant_id, request_id, endpoint, requested_model,
@@ -378,13 +382,15 @@ ADMIT_SQL = """
                 %(estimate)s, %(budget)s, %(cap)s, %(remaining)s, %(decision)s, %(reason)s)
     )
     INSERT INTO llm_budget_reservations AS r (tenant_id, request_id, endpoint, model, estimate_micros,
-                                              month_start, hour_start, status, lease_expires_at)
+                                              month_start, hour_start, status, created_at,
+                                              lease_expires_at)
     VALUES (%(tenant_id)s, %(request_id)s, %(endpoint)s, %(resolved)s, %(estimate)s, %(month_start)s,
-            %(hour_start)s, 'reserved', statement_timestamp() + make_interval(secs => %(lease)s))
+            %(hour_start)s, 'reserved', %(estimated_at)s,
+            statement_timestamp() + make_interval(secs => %(lease)s))
     ON CONFLICT (tenant_id, request_id, endpoint) DO UPDATE SET
         model = EXCLUDED.model, estimate_micros = EXCLUDED.estimate_micros, actual_micros = NULL,
         month_start = EXCLUDED.month_start, hour_start = EXCLUDED.hour_start, status = 'reserved',
-        lease_expires_at = EXCLUDED.lease_expires_at, finished_at = NULL
+        created_at = EXCLUDED.created_at, lease_expires_at = EXCLUDED.lease_expires_at, finished_at = NULL
      WHERE r.status = 'released'
     RETURNING r.id
 """

@@ -101,11 +101,11 @@ class _Blocked(Exception):
         self.period, self.remaining = period, remaining
 
 
-def estimate_micros(*, model: str, usage: LLMUsage, at: datetime.datetime | None = None) -> int:
+def estimate_micros(*, model: str, usage: LLMUsage, at: datetime.datetime) -> int:
     """The call's worst case: every input token uncached, the most output it may produce, at
-    the dearest price the model has from `at` until the reservation's lease runs out (a price
-    change scheduled meanwhile would price the call when it is recorded)."""
-    at = at or datetime.datetime.now(datetime.UTC)
+    the dearest price the model has from `at` (the database's time: the clock the call will
+    be recorded by) until the reservation's lease runs out (a price change scheduled
+    meanwhile would price the call when it is recorded)."""
     until = at + datetime.timedelta(seconds=settings.LLM_RESERVATION_LEASE_SECONDS)
     return max(
         prices.call_cost_micros(
@@ -186,11 +186,14 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
     docstring. Raises BudgetExceeded when neither the model nor a fallback fits."""
     with connection.cursor() as cursor:  # one read, outside any transaction: most tenants have none
         cursor.execute(sql.TENANT_HAS_BUDGET_SQL, [tenant_id])
-        if cursor.fetchone() is None:
-            return None
-    # The common case is admitted by the first statement, at an estimate on this process's
-    # clock (prices change at least a lease ahead, so a moment's skew cannot move it).
-    fast_estimate = estimate_micros(model=usage.model, usage=usage)  # unknown model: raises
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    # Every estimate is priced at the database's time of this read (the clock calls are
+    # recorded by), and the reservation keeps that time: a redelivery reprices at exactly it.
+    (priced_at,) = row
+    # The common case is admitted by the first statement inside the tenant.
+    fast_estimate = estimate_micros(model=usage.model, usage=usage, at=priced_at)  # unknown model: raises
     with tenant_context(tenant_id), connection.cursor() as cursor:
         cursor.execute(
             sql.ADMISSION_SQL,
@@ -201,6 +204,7 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
                 "model": usage.model,
                 "estimate": fast_estimate,
                 "reason": _reason(usage.model, usage.model, None, fallbacks=False),
+                "estimated_at": priced_at,
                 "lease": settings.LLM_RESERVATION_LEASE_SECONDS,
             },
         )
@@ -246,11 +250,11 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
         candidates = [usage.model]
         if on_exceed == OnExceed.FALLBACK:
             candidates += [m for m in fallback_models if m != usage.model]
-        requested_estimate = estimate_micros(model=usage.model, usage=usage, at=now)  # unknown model: raises
+        requested_estimate = fast_estimate
         block: _Blocked | None = None
         for candidate in candidates:
             try:
-                estimate = estimate_micros(model=candidate, usage=usage, at=now)
+                estimate = estimate_micros(model=candidate, usage=usage, at=priced_at)
                 remaining = _try_reserve(cursor, tenant_id=tenant_id, periods=periods, estimate=estimate)
             except prices.NoPriceInForce:
                 continue  # a fallback without a price is skipped, never free
@@ -274,6 +278,7 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
                     "reason": _reason(usage.model, candidate, block, fallbacks=True),
                     "month_start": periods[0].start,
                     "hour_start": periods[1].start if len(periods) > 1 else None,
+                    "estimated_at": priced_at,
                     "lease": settings.LLM_RESERVATION_LEASE_SECONDS,
                 },
             )

@@ -30,8 +30,8 @@ from llm.models import (
     ReservationStatus,
 )
 from llm.payloads import LLMTaskPayload
-from llm.services import BudgetExceeded, route_request, set_budget
-from llm.services.budgets import month_start, period_end
+from llm.services import BudgetExceeded, budgets, route_request, set_budget
+from llm.services.budgets import ConcurrentAdmission, month_start, period_end
 from llm.services.prices import PriceToAdd, add_price_period
 from llm.tests.factories import payload_data
 from llm.tests.workers import REDIS_ONLY, broker_url, send, wait_for_calls
@@ -117,13 +117,20 @@ def test_a_blocked_call_writes_its_decision_and_nothing_else(tenant_a):
     assert (state.spent_micros, state.reserved_micros) == (COST, 0)
 
 
-def test_one_statement_admission_records_what_the_step_by_step_one_does(tenant_a):
+def test_one_statement_admission_records_what_the_step_by_step_one_does(tenant_a, monkeypatch):
     """The month's first call is admitted step by step (its state row is created); the next
     ones by one statement (sql.ADMISSION_SQL). Both leave the same decision and reservation."""
     cap = 10 * COST
     set_budget(tenant_id=tenant_a.id, monthly_cap_micros=cap)
-    for request_id in ("first", "second", "third"):
+    route_request(payload(tenant_a, "first"))
+
+    def step_by_step(**_):
+        raise AssertionError("admitted step by step, not by the one statement")
+
+    monkeypatch.setattr(budgets, "_try_reserve", step_by_step)
+    for request_id in ("second", "third"):
         route_request(payload(tenant_a, request_id))
+    monkeypatch.undo()
     with tenant_context(tenant_a.id):
         rows = [
             (
@@ -154,6 +161,95 @@ def test_one_statement_admission_records_what_the_step_by_step_one_does(tenant_a
     }
     state = month_state(tenant_a)
     assert (state.spent_micros, state.reserved_micros) == (3 * COST, 0)
+
+
+def test_two_deliveries_admitted_at_once_by_the_one_statement_leave_one_reservation(tenant_a):
+    """Both deliveries of one call read "no reservation yet" in their snapshots while a third
+    transaction holds the month's state row, and both reserve once it is released: the one
+    whose reservation row comes second rolls back, its reservation and decision with it."""
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=10 * COST)
+    route_request(payload(tenant_a, "first"))  # the month's state row exists: the one statement
+    usage = services.workers.stub_usage(payload(tenant_a, "twice"), "route")[0]
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_state_row():
+        try:
+            with tenant_context(tenant_a.id), connections["default"].cursor() as cursor:
+                cursor.execute("SELECT id FROM llm_budget_state WHERE period = 'month' FOR UPDATE")
+                locked.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_state_row)
+    holder.start()
+    assert locked.wait(10)
+    admit = lambda i: budgets.admit_call(  # noqa: E731
+        tenant_id=tenant_a.id, request_id="twice", endpoint="route", usage=usage
+    )
+    results = []
+    runner = threading.Thread(target=lambda: results.extend(run_at_once(2, admit)))
+    runner.start()
+    time.sleep(1)  # both statements wait on the state row, past their snapshot
+    release.set()
+    holder.join()
+    runner.join()
+    assert sorted(type(r).__name__ for r in results) == ["Admission", ConcurrentAdmission.__name__]
+    with tenant_context(tenant_a.id):
+        assert BudgetReservation.objects.filter(request_id="twice").count() == 1
+        assert BudgetDecision.objects.filter(request_id="twice").count() == 1
+    assert month_state(tenant_a).reserved_micros == COST  # one estimate held, not two
+
+
+def _app_clock_ahead_of_the_database(monkeypatch, seconds: int) -> None:
+    real = datetime.datetime
+
+    class Ahead(real):
+        @classmethod
+        def now(cls, tz=None):
+            return real.now(tz) + datetime.timedelta(seconds=seconds)
+
+    monkeypatch.setattr(datetime, "datetime", Ahead)
+
+
+def _price_falling_in(seconds: int) -> None:
+    """Model "falling": 1 µUSD per output token, half that from `seconds` from now."""
+    epoch = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC)
+    add_price_period(price=PriceToAdd("falling", "test", 0, 0, 1_000_000, valid_from=epoch))
+    cut = PriceToAdd("falling", "test", 0, 0, 500_000, valid_from=now + datetime.timedelta(seconds=seconds))
+    add_price_period(price=cut, now=now - datetime.timedelta(hours=1))  # scheduled long ago
+
+
+def test_an_app_clock_ahead_of_the_database_cannot_overshoot_before_a_price_cut(tenant_a, monkeypatch):
+    """Review: estimates are priced at the database's time, the clock calls are recorded by.
+    On the app host's clock, 60 s ahead, the cut 30 s away would already be in force: the
+    call would be estimated at half its cost, admitted, and recorded past the cap."""
+    _price_falling_in(30)
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=1_200)
+    route_request(payload(tenant_a, "first", cost=500))
+    _app_clock_ahead_of_the_database(monkeypatch, 60)
+    with pytest.raises(BudgetExceeded):  # 1,000 µUSD at the price in force, 700 left
+        route_request(payload(tenant_a, "second", model="falling"))
+    monkeypatch.undo()
+    state = month_state(tenant_a)
+    assert (state.spent_micros, state.reserved_micros) == (500, 0)
+
+
+def test_a_redelivery_reprices_at_the_time_its_reservation_was_priced(tenant_a, monkeypatch):
+    """Admitted by the API with the app's clock 5 minutes ahead, the call is found by its
+    worker (another clock) and repriced at the reservation's own time: not a mismatch."""
+    _price_falling_in(30)
+    set_budget(tenant_id=tenant_a.id, monthly_cap_micros=10 * COST)
+    route_request(payload(tenant_a, "first", cost=500))
+    call = payload(tenant_a, "admitted-by-the-api", model="falling")
+    usage = services.workers.stub_usage(call, "route")[0]
+    _app_clock_ahead_of_the_database(monkeypatch, 300)
+    budgets.admit_call(tenant_id=tenant_a.id, request_id="admitted-by-the-api", endpoint="route", usage=usage)
+    monkeypatch.undo()
+    route_request(call)
+    state = month_state(tenant_a)
+    assert (state.spent_micros, state.reserved_micros) == (1_500, 0)
 
 
 def test_burst_of_64_concurrent_calls_never_overshoots_the_cap(tenant_a):
