@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from bench.database import BenchDatabase, Conninfo
 from bench.load import ClientFactory
-from llm.sql import _CENTS_SQL, _COST_MICROS_SQL  # the formulas the recording INSERT uses
+from llm.sql.accounting import _CENTS_SQL, _COST_MICROS_SQL  # the formulas the recording INSERT uses
 
 QUERIES = {
     # A tenant's latest calls: the index (tenant_id, created_at DESC), 50 rows.
@@ -37,7 +37,7 @@ QUERIES = {
 }
 
 
-# Each generated call is priced as the recording INSERT prices one (llm/sql.py): the stub
+# Each generated call is priced as the recording INSERT prices one (llm/sql/accounting.py): the stub
 # price in force at its created_at, the same formula, cents derived half up; tokens vary so
 # that costs run from a few µUSD to several cents, with none, a quarter or half the input
 # tokens cached (as the stub reports them).

@@ -7,7 +7,7 @@ A call's cost, in µUSD, is
                                  + output * output_price ) / 1,000,000)
 
 with prices per million tokens: cached tokens are billed once, at the cached price, and
-the only rounding is the one. Recording computes it in SQL (llm/sql.py), with the price
+the only rounding is the one. Recording computes it in SQL (llm/sql/accounting.py), with the price
 in force at the call's `created_at`; this module's `call_cost_micros` is the same formula
 for estimates before a call, and for tests.
 
