@@ -184,7 +184,7 @@ def admit_call(*, tenant_id: uuid.UUID, request_id: str, endpoint: str, usage: L
     """Admit the call under the tenant's budget (None: the tenant has none). Runs in its own
     transaction inside the tenant, nested in the caller's if there is one; see the module
     docstring. Raises BudgetExceeded when neither the model nor a fallback fits."""
-    with connection.cursor() as cursor:  # one read, outside any transaction: most tenants have none
+    with connection.cursor() as cursor:  # one read, before entering the tenant: most tenants have none
         cursor.execute(sql.TENANT_HAS_BUDGET_SQL, [tenant_id])
         row = cursor.fetchone()
     if row is None:
