@@ -153,8 +153,9 @@ INSERT_BUDGET_ALERT_SQL = """
 # Whether the tenant has a budget, and if so the database's time, which the call's estimate
 # is priced at (the database's clock, never the app host's: it is the clock the call is
 # recorded by). Read before every call, before the tenant is entered (the tenants table is
-# readable without one; a worker reads it in autocommit). Raw because it is on every call's path, where building and
-# compiling the ORM's `.filter(...).exists()` cost more client CPU than the statement.
+# readable without one; a worker reads it in autocommit). Raw because it is on every call's
+# path, where building and compiling the ORM's `.filter(...).exists()` cost more client CPU
+# than the statement.
 TENANT_HAS_BUDGET_SQL = "SELECT statement_timestamp() FROM tenants WHERE id = %s AND budgeted"
 
 # Admission's first statement, inside the tenant: its budget, the database's time and the
